@@ -1,0 +1,204 @@
+"""One settings tree: YAML file + `MONITOR_...` environment overrides (nested with `__`)."""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from monitor.errors import ConfigError, mask_secrets
+
+Point = tuple[float, float]
+Polygon = list[Point]
+
+_yaml_file: ContextVar[Path | None] = ContextVar("monitor_yaml_file", default=None)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_polygon(poly: Polygon) -> Polygon:
+    if len(poly) < 3:
+        raise ValueError("a polygon needs at least 3 points")
+    for x, y in poly:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point ({x}, {y}) is outside 0-1 (coordinates are fractions of the frame)")
+    return poly
+
+
+class GateConfig(Strict):
+    """Thresholds of the change gate. Cameras may override any of them."""
+
+    working_width: int = Field(320, ge=64, le=1920, description="width of the gate's working image, px")
+    pixel_threshold: float = Field(18.0, gt=0, le=255, description="minimum grey-level difference of a changed pixel")
+    noise_sigmas: float = Field(4.0, gt=0, description="changed pixel: difference > this many noise sigmas")
+    fire_fraction: float = Field(0.0025, gt=0, lt=1, description="changed fraction that starts a change")
+    min_region_fraction: float = Field(0.0012, gt=0, lt=1, description="smallest region reported")
+    ssim_threshold: float = Field(0.6, gt=0, le=1, description="global SSIM below this also starts a change")
+    settle_s: float = Field(1.0, ge=0, description="the scene must be still this long to end a change")
+    still_fraction: float = Field(0.0005, gt=0, lt=1, description="motion below this fraction counts as still")
+    max_wait_s: float = Field(10.0, gt=0, description="a change that never settles is reported after this")
+    cooldown_s: float = Field(3.0, ge=0, description="minimum time between two events of a camera")
+    background_history_s: float = Field(60.0, gt=0, description="memory of the motion background model")
+    slow_background_s: float = Field(600.0, gt=0, description="time constant of the empty-scene background")
+    report_transient: bool = Field(True, description="report changes that revert (someone passing through)")
+    transient_min_s: float = Field(1.5, ge=0, description="shortest pass-through reported")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GateConfig:
+        if self.min_region_fraction > self.fire_fraction:
+            raise ValueError("min_region_fraction must not exceed fire_fraction")
+        return self
+
+
+class Zone(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    polygon: Polygon
+
+    _poly = field_validator("polygon")(_check_polygon)
+
+
+class CameraConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="camera id used in the log")
+    source: str = Field(min_length=1, description="file path, image-sequence pattern/folder, or rtsp:// URL")
+    sample_fps: float = Field(2.0, gt=0, le=60, description="frames per second handed to the gate")
+    image_fps: float | None = Field(None, gt=0, le=240, description="frame rate of an image-sequence source")
+    realtime: bool = Field(False, description="pace file sources at their own speed")
+    open_timeout_s: float = Field(10.0, gt=0, description="RTSP/network open timeout")
+    read_timeout_s: float = Field(10.0, gt=0, description="RTSP/network read timeout")
+    masks: list[Polygon] = Field(default_factory=list, description="regions the gate ignores")
+    zones: list[Zone] = Field(default_factory=list, description="named regions (used by alert rules)")
+    gate: dict[str, Any] = Field(default_factory=dict, description="overrides of the gate defaults")
+
+    @field_validator("masks")
+    @classmethod
+    def _masks(cls, masks: list[Polygon]) -> list[Polygon]:
+        return [_check_polygon(p) for p in masks]
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", value)
+        if scheme and scheme.group(1).lower() not in {"rtsp", "rtsps", "rtmp", "http", "https", "file"}:
+            raise ValueError(f"unsupported URL scheme {scheme.group(1)!r} (use rtsp://, http(s):// or a path)")
+        return value
+
+
+class DescriberConfig(Strict):
+    kind: Literal["embedded", "vlm"] = Field("embedded", description="embedded needs no weights")
+    model: str | None = Field(None, description="VLM checkpoint directory (kind: vlm)")
+    batch_size: int = Field(8, ge=1, le=256)
+
+
+class LogConfig(Strict):
+    dir: Path = Field(Path("./monitor-logs"), description="where changes.jsonl and changes.log go")
+    max_bytes: int = Field(10_000_000, ge=1024, description="rotate a log file at this size")
+    backup_count: int = Field(5, ge=0, le=1000, description="rotated files kept")
+    reorder_window_s: float = Field(2.0, ge=0, description="how long events wait to be merged across cameras")
+
+
+class RedisConfig(Strict):
+    url: str | None = Field(None, description="redis:// or rediss:// URL; unset = no Redis")
+    prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class MonitorSettings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="MONITOR_", env_nested_delimiter="__", extra="forbid")
+
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    describer: DescriberConfig = Field(default_factory=DescriberConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+
+    @model_validator(mode="after")
+    def _unique_and_valid_overrides(self) -> MonitorSettings:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.id in seen:
+                raise ValueError(f"camera id {cam.id!r} is used twice")
+            seen.add(cam.id)
+        for i, cam in enumerate(self.cameras):
+            try:
+                GateConfig.model_validate({**self.gate.model_dump(), **cam.gate})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"cameras.{i}.gate.{where}: {first['msg']}") from None
+        return self
+
+    def gate_for(self, camera: CameraConfig) -> GateConfig:
+        return GateConfig.model_validate({**self.gate.model_dump(), **camera.gate})
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Command-line values beat the environment, which beats the YAML file.
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _yaml_file.get()
+        return read_yaml(path) if path is not None else {}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (cameras:, gate:, ...)")
+    return data
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One line per error: `cameras.0.sample_fps: Input should be greater than 0 (got -1)`."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] not in {"missing", "value_error"} and "input" in err and not isinstance(err["input"], dict | list):
+            msg += f" (got {mask_secrets(repr(err['input']))[:80]})"
+        lines.append(f"{loc}: {mask_secrets(msg)}")
+    return lines
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings:
+    """Load and validate; raises ConfigError with every problem, one per line."""
+    token = _yaml_file.set(path)
+    try:
+        return MonitorSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(format_errors(exc))) from None
+    finally:
+        _yaml_file.reset(token)

@@ -1,0 +1,120 @@
+"""Immutable records passed between the stages: sources -> gate -> describe -> order -> sinks."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+ChangeKind = Literal["appeared", "disappeared", "moved", "changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One sampled frame of one camera. `image` is BGR uint8 (H, W, 3), read-only."""
+
+    camera_id: str
+    seq: int  # per camera, +1 per sampled frame
+    media_time: float  # seconds from the start of the stream
+    wall_time: float  # UNIX time the frame was read (or its file-time equivalent)
+    image: np.ndarray = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.image.setflags(write=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A changed area in normalised 0-1 coordinates (x, y = top-left)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    change: ChangeKind
+    area_fraction: float  # changed pixels of this region / pixels of the frame
+    label: str | None = None  # filled by the describer: "person", "vehicle", ...
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x + self.w / 2, self.y + self.h / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class GateScores:
+    ssim: float  # structural similarity of the working images, 1 = identical
+    changed_fraction: float  # changed pixels / unmasked pixels
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeCandidate:
+    """One settled change: the scene before it (the last described frame) and after it."""
+
+    camera_id: str
+    before: Frame
+    after: Frame
+    onset_media_time: float  # first sampled frame where the change was seen
+    regions: tuple[Region, ...]
+    scores: GateScores
+    transient: bool = False  # the scene went back to `before`; `after` is the busiest frame
+    detected_at: float = field(default_factory=time.time, compare=False)  # when the gate decided
+
+
+class RegionOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    x: float
+    y: float
+    w: float
+    h: float
+    change: str
+    label: str | None = None
+
+
+class ScoresOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    ssim: float
+    changed_fraction: float
+
+
+class ChangeEvent(BaseModel):
+    """One line of the change log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    camera: str
+    seq: int
+    kind: Literal["change", "camera_offline", "camera_online"] = "change"
+    t_before: str
+    t_after: str
+    media_t_before: float
+    media_t_after: float
+    media_t_onset: float
+    text: str
+    regions: list[RegionOut] = []
+    scores: ScoresOut | None = None
+    describer: str
+    latency_ms: float
+
+    def line(self) -> str:
+        """The human-readable log line: `08:14:03 lot-east: a white van parked ...`."""
+        clock = self.t_after[11:19]
+        return f"{clock} {self.camera}: {self.text}"
+
+
+def iso_utc(unix_time: float) -> str:
+    """ISO-8601 UTC with milliseconds: 2026-11-25T08:14:03.120Z."""
+    dt = datetime.fromtimestamp(unix_time, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def make_event_id(camera: str, stream_start: float, after_seq: int) -> str:
+    """Stable id: the same camera, stream and after-frame always give the same id,
+    so a re-send after a crash is recognisable downstream."""
+    digest = hashlib.sha1(f"{camera}|{stream_start:.3f}|{after_seq}".encode()).hexdigest()[:16]
+    return f"{camera}-{digest}"

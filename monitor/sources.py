@@ -1,0 +1,246 @@
+"""Frame sources: video files, image sequences and RTSP streams, read with PyAV.
+
+Frames are sampled by presentation time at the camera's `sample_fps`. When keyframes come at
+least as often as samples are needed, only the keyframes that are due are decoded at all
+(the decoder also runs with `skip_frame = NONKEY`); otherwise every frame is decoded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import structlog
+
+from monitor.config import CameraConfig
+from monitor.errors import SourceError, mask_secrets, mask_url
+from monitor.records import Frame
+
+log = structlog.get_logger("monitor.sources")
+
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
+_KEYFRAMES_NEEDED = 3  # keyframe gaps seen before trusting the stream's GOP
+
+
+@dataclass
+class SourceStats:
+    decoded: int = 0  # frames the decoder produced
+    sampled: int = 0  # frames handed on
+    skipped_packets: int = 0  # packets never decoded (keyframe mode)
+    corrupt: int = 0  # packets or frames that failed to decode
+    mode: str = "all-frames"  # or "keyframes-only"
+    keyframe_interval_s: float | None = None
+
+
+def is_network(source: str) -> bool:
+    return source.lower().startswith(NETWORK_SCHEMES)
+
+
+def image_sequence_pattern(source: str) -> tuple[str, int] | None:
+    """`frames/in%06d.jpg` or a folder of numbered images -> (pattern, first number)."""
+    path = Path(source)
+    if "%" in source:
+        folder, name = path.parent, path.name
+        m = re.fullmatch(r"(.*)%0?(\d*)d(.*)", name)
+        if not m or not folder.is_dir():
+            return None
+        prefix, suffix = m.group(1), m.group(3)
+        numbers = _numbers(folder, prefix, suffix)
+        return (source, min(numbers)) if numbers else (source, 0)
+    if not path.is_dir():
+        return None
+    by_shape: dict[tuple[str, str, int], list[int]] = {}
+    for entry in path.iterdir():
+        m = re.fullmatch(r"(.*?)(\d+)(\.(?:jpe?g|png|bmp|tiff?|webp))", entry.name, re.IGNORECASE)
+        if m:
+            by_shape.setdefault((m.group(1), m.group(3), len(m.group(2))), []).append(int(m.group(2)))
+    if not by_shape:
+        raise SourceError(f"{source}: folder holds no numbered images (like in000001.jpg)")
+    (prefix, suffix, width), numbers = max(by_shape.items(), key=lambda kv: len(kv[1]))
+    return str(path / f"{prefix}%0{width}d{suffix}"), min(numbers)
+
+
+def _numbers(folder: Path, prefix: str, suffix: str) -> list[int]:
+    rx = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix))
+    return [int(m.group(1)) for e in folder.iterdir() if (m := rx.fullmatch(e.name))]
+
+
+class VideoSource:
+    """Reads one camera and yields sampled `Frame`s in presentation order."""
+
+    def __init__(self, camera: CameraConfig, realtime: bool | None = None, stop: threading.Event | None = None):
+        self.camera = camera
+        self.realtime = camera.realtime if realtime is None else realtime
+        self.stop = stop or threading.Event()
+        self.stats = SourceStats()
+        self.label = mask_url(camera.source)
+        self.network = is_network(camera.source)
+        self._container: av.container.InputContainer | None = None
+
+    # -- opening -------------------------------------------------------------------------
+    def open(self) -> None:
+        src, cam = self.camera.source, self.camera
+        options: dict[str, str] = {}
+        kwargs: dict = {}
+        if self.network:
+            if src.lower().startswith(("rtsp://", "rtsps://")):
+                options["rtsp_transport"] = "tcp"
+            kwargs["timeout"] = (cam.open_timeout_s, cam.read_timeout_s)
+        else:
+            seq = image_sequence_pattern(src)
+            if seq is not None:
+                if cam.image_fps is None:
+                    raise SourceError(f"camera {cam.id}: image_fps is required for the image sequence {src}")
+                src, first = seq
+                kwargs["format"] = "image2"
+                options.update(framerate=f"{cam.image_fps:g}", start_number=str(first))
+            elif not os.path.exists(src):
+                raise SourceError(f"camera {cam.id}: no such file: {src}")
+            elif os.path.isdir(src):
+                raise SourceError(f"camera {cam.id}: {src} is a folder without numbered images")
+        try:
+            self._container = av.open(src, options=options, **kwargs)
+        except av.FFmpegError as exc:
+            raise SourceError(f"camera {cam.id}: cannot open {self.label}: {_reason(exc)}") from None
+        except OSError as exc:
+            raise SourceError(f"camera {cam.id}: cannot open {self.label}: {_reason(exc)}") from None
+        if not self._container.streams.video:
+            self.close()
+            raise SourceError(f"camera {cam.id}: {self.label} has no video stream")
+        log.info("source_opened", camera=cam.id, source=self.label, sample_fps=cam.sample_fps)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    # -- reading -------------------------------------------------------------------------
+    def frames(self) -> Iterator[Frame]:
+        if self._container is None:
+            self.open()
+        container = self._container
+        assert container is not None
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        ctx.thread_count = 1  # one core per camera scales best across many cameras
+        sampler = _Sampler(1.0 / self.camera.sample_fps, float(stream.average_rate or stream.guessed_rate or 25))
+        last_key: float | None = None
+        key_gaps: list[float] = []
+        keyframes_only = False
+        try:
+            for packet in container.demux(stream):
+                if self.stop.is_set():
+                    break
+                if packet.pts is None and packet.size == 0:
+                    continue  # the demuxer's end marker; the decoder is flushed below
+                ptime = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                if packet.is_keyframe and ptime is not None:
+                    if last_key is not None and ptime > last_key:
+                        key_gaps = [*key_gaps[-7:], ptime - last_key]
+                    last_key = ptime
+                    keyframes_only = self._choose_mode(key_gaps, sampler.interval, keyframes_only, ctx)
+                if keyframes_only and (not packet.is_keyframe or not sampler.due(ptime)):
+                    self.stats.skipped_packets += 1
+                    continue
+                yield from self._sample(self._decode(packet), sampler)
+            yield from self._sample(self._decode(None), sampler)
+        except (av.FFmpegError, OSError) as exc:
+            # A truncated or broken file ends the stream cleanly; the caller sees why.
+            self.stats.corrupt += 1
+            log.warning("source_ended_early", camera=self.camera.id, source=self.label, reason=_reason(exc))
+            if self.network:
+                raise SourceError(f"camera {self.camera.id}: {self.label}: {_reason(exc)}") from None
+        finally:
+            self.close()
+        log.info("source_finished", camera=self.camera.id, **self.stats.__dict__)
+
+    def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
+        assert self._container is not None
+        try:
+            if packet is None:
+                return self._container.streams.video[0].codec_context.decode(None)
+            return packet.decode()
+        except av.FFmpegError:
+            self.stats.corrupt += 1  # a corrupt packet costs one frame, not the stream
+            return []
+
+    def _sample(self, decoded: list[av.VideoFrame], sampler: _Sampler) -> Iterator[Frame]:
+        for vf in decoded:
+            self.stats.decoded += 1
+            rel = sampler.take(vf.time)
+            if rel is None:
+                continue
+            try:
+                image = vf.to_ndarray(format="bgr24")
+            except (av.FFmpegError, ValueError):
+                self.stats.corrupt += 1
+                continue
+            if self.network:
+                wall = time.time()
+            else:
+                wall = sampler.start_wall + rel
+                delay = wall - time.time()
+                if self.realtime and delay > 0 and self.stop.wait(delay):
+                    return
+            yield Frame(self.camera.id, self.stats.sampled, round(rel, 6), wall, image)
+            self.stats.sampled += 1
+
+    def _choose_mode(self, gaps: list[float], interval: float, current: bool, ctx) -> bool:
+        if len(gaps) < _KEYFRAMES_NEEDED:
+            return current
+        gop = max(gaps)
+        self.stats.keyframe_interval_s = round(gop, 3)
+        wanted = gop <= interval * 1.05
+        if wanted != current:
+            ctx.skip_frame = "NONKEY" if wanted else "DEFAULT"
+            self.stats.mode = "keyframes-only" if wanted else "all-frames"
+            log.info(
+                "decode_mode",
+                camera=self.camera.id,
+                mode=self.stats.mode,
+                keyframe_interval_s=round(gop, 3),
+                sample_interval_s=round(interval, 3),
+            )
+        return wanted
+
+
+class _Sampler:
+    """Picks frames on a regular presentation-time grid of `interval` seconds."""
+
+    def __init__(self, interval: float, frame_rate: float):
+        self.interval = interval
+        self.eps = 0.5 / frame_rate  # half a frame: tolerate timestamp jitter
+        self.frame_period = 1.0 / frame_rate
+        self.t0: float | None = None
+        self.next_t = 0.0
+        self.count = 0
+        self.start_wall = time.time()
+
+    def due(self, t: float | None) -> bool:
+        return t is None or not math.isfinite(t) or self.t0 is None or t - self.t0 + self.eps >= self.next_t
+
+    def take(self, t: float | None) -> float | None:
+        """Media time (from stream start) if this frame is due, else None."""
+        self.count += 1
+        if t is None or not math.isfinite(t):
+            t = (self.t0 or 0.0) + self.count * self.frame_period
+        if self.t0 is None:
+            self.t0 = t
+        rel = t - self.t0
+        if rel + self.eps < self.next_t:
+            return None
+        self.next_t = (math.floor((rel + self.eps) / self.interval) + 1) * self.interval
+        return rel
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful part of an FFmpeg/OS error, never the (possibly secret-bearing) URL."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return mask_secrets(str(text))
