@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitor.errors import ConfigError, mask_secrets
@@ -30,6 +31,9 @@ def _check_polygon(poly: Polygon) -> Polygon:
         if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise ValueError(f"point ({x}, {y}) is outside 0-1 (coordinates are fractions of the frame)")
     return poly
+
+
+CheckedPolygon = Annotated[Polygon, AfterValidator(_check_polygon)]  # errors name the mask: masks.N
 
 
 class GateConfig(Strict):
@@ -72,14 +76,9 @@ class CameraConfig(Strict):
     realtime: bool = Field(False, description="pace file sources at their own speed")
     open_timeout_s: float = Field(10.0, gt=0, description="RTSP/network open timeout")
     read_timeout_s: float = Field(10.0, gt=0, description="RTSP/network read timeout")
-    masks: list[Polygon] = Field(default_factory=list, description="regions the gate ignores")
+    masks: list[CheckedPolygon] = Field(default_factory=list, description="regions the gate ignores")
     zones: list[Zone] = Field(default_factory=list, description="named regions (used by alert rules)")
     gate: dict[str, Any] = Field(default_factory=dict, description="overrides of the gate defaults")
-
-    @field_validator("masks")
-    @classmethod
-    def _masks(cls, masks: list[Polygon]) -> list[Polygon]:
-        return [_check_polygon(p) for p in masks]
 
     @field_validator("source")
     @classmethod
@@ -119,21 +118,21 @@ class MonitorSettings(BaseSettings):
     log: LogConfig = Field(default_factory=LogConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
 
-    @model_validator(mode="after")
-    def _unique_and_valid_overrides(self) -> MonitorSettings:
-        seen: set[str] = set()
-        for cam in self.cameras:
-            if cam.id in seen:
-                raise ValueError(f"camera id {cam.id!r} is used twice")
-            seen.add(cam.id)
-        for i, cam in enumerate(self.cameras):
-            try:
-                GateConfig.model_validate({**self.gate.model_dump(), **cam.gate})
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ValueError(f"cameras.{i}.gate.{where}: {first['msg']}") from None
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _unique_and_valid_overrides(cls, data: Any, handler: Any) -> MonitorSettings:
+        # Checked on the raw input so these errors are listed together with every other one
+        # (an "after" validator would only run once all fields are valid).
+        extra = _cross_field_errors(data) if isinstance(data, dict) else []
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            if not extra:
+                raise
+            raise ValidationError.from_exception_data(exc.title, [*exc.errors(), *extra]) from None
+        if extra:
+            raise ValidationError.from_exception_data(cls.__name__, extra)
+        return settings
 
     def gate_for(self, camera: CameraConfig) -> GateConfig:
         return GateConfig.model_validate({**self.gate.model_dump(), **camera.gate})
@@ -149,6 +148,43 @@ class MonitorSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Command-line values beat the environment, which beats the YAML file.
         return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Duplicate camera ids and invalid per-camera gate overrides, each with its field path."""
+    def plain(value: Any) -> Any:  # models given in code are checked like their dicts
+        return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+    cameras = data.get("cameras")
+    if not isinstance(cameras, list | tuple):
+        return []
+    errors: list[dict[str, Any]] = []
+    first_index: dict[str, int] = {}
+    base = plain(data.get("gate"))
+    base = base if isinstance(base, dict) else {}
+    for i, cam in enumerate(map(plain, cameras)):
+        if not isinstance(cam, dict):
+            continue
+        cam_id = cam.get("id")
+        if isinstance(cam_id, str):
+            if cam_id in first_index:
+                msg = f"camera id {cam_id!r} is used twice (also cameras.{first_index[cam_id]}.id)"
+                errors.append({"type": PydanticCustomError("duplicate_id", msg), "loc": ("cameras", i, "id"),
+                               "input": cam_id})
+            else:
+                first_index[cam_id] = i
+        override = cam.get("gate")
+        if not isinstance(override, dict) or not override:
+            continue
+        try:
+            GateConfig.model_validate({**base, **override})
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = err["loc"]
+                if loc and loc[0] not in override:
+                    continue  # a bad global gate value: reported under gate.*
+                errors.append({**err, "loc": ("cameras", i, "gate", *loc)})
+    return errors
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -187,7 +223,8 @@ def format_errors(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] not in {"missing", "value_error"} and "input" in err and not isinstance(err["input"], dict | list):
+        scalar_input = "input" in err and not isinstance(err["input"], dict | list)
+        if err["type"] not in {"missing", "value_error"} and scalar_input:
             msg += f" (got {mask_secrets(repr(err['input']))[:80]})"
         lines.append(f"{loc}: {mask_secrets(msg)}")
     return lines

@@ -6,7 +6,8 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 # scheme://user:password@host -> scheme://user:***@host ; scheme://token@host -> scheme://***@host
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s:@]*)(?::(?P<pw>[^/\s@]*))?@")
+# (greedy up to the last "@" of the authority: cameras often take unescaped "@" in passwords)
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/\s:]*)(?::(?P<pw>[^/\s]*))?@")
 _QUERY_SECRET = re.compile(r"(?i)((?:password|passwd|pwd|token|secret|auth)=)[^&\s]+")
 
 

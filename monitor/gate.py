@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from monitor.config import GateConfig, Polygon
-from monitor.imaging import match_exposure, polygon_mask, ssim
+from monitor.imaging import Exposure, fit_exposure, polygon_mask, shrink, ssim
 from monitor.records import ChangeCandidate, Frame, GateScores
 from monitor.regions import RegionFinder
 
@@ -32,54 +32,63 @@ class ChangeGate:
         self.sample_fps = sample_fps
         self._masks = list(masks)
         self._valid: np.ndarray | None = None  # True where the gate looks
+        self._n_valid = 1
+        self._half_valid: np.ndarray | None = None  # `_valid` at half resolution
         self._idx: np.ndarray | None = None  # a sparse sample of valid pixels for statistics
         history = max(10, int(round(config.background_history_s * sample_fps)))
         # MOG2 learns each pixel's normal variation (noise, flicker, swaying leaves); a change
         # starts only where it agrees that pixels left their normal range.
         self._mog = cv2.createBackgroundSubtractorMOG2(history=history, varThreshold=16, detectShadows=False)
         self._mog_rate = 1.0 / history
+        self._mog_frames = 0
         self.foreground: np.ndarray | None = None  # the background model's mask, last frame
         self._noise = 3.0  # running estimate of the per-pixel noise sigma (grey levels)
+        # Exposure spaces: every frame is fitted once, to the reference ("ref space"); the
+        # background models live in "model space", the first frame's exposure, and
+        # `_ref_to_model` carries ref space there, so nothing drifts when the reference moves.
         self._ref: Frame | None = None  # the last described frame
         self._ref_img: np.ndarray | None = None
-        self._prev_img: np.ndarray | None = None
+        self._ref_to_model = Exposure()
+        self._prev_img: np.ndarray | None = None  # the previous frame, in ref space
         self._prev_t = 0.0
         self._regions: RegionFinder | None = None
         self._onset: float | None = None
         self._still_since: float | None = None
-        self._peak: tuple[float, Frame, np.ndarray] | None = None  # (fraction, frame, image)
+        self._peak: tuple[float, Frame, np.ndarray] | None = None  # (fraction, frame, image in ref space)
         self._cooldown_until = -1.0
         self.fires = 0
 
     # -- per-frame entry point -----------------------------------------------------------
     def detect(self, frame: Frame) -> ChangeCandidate | None:
-        img = self.working_image(frame.image)
+        img = self.working_image(frame.grey())
         t = frame.media_time
-        self.foreground = self._background_foreground(img)
         if self._ref is None:
             self._ref, self._ref_img, self._prev_img, self._prev_t = frame, img, img, t
-            self._regions = RegionFinder(img, self._valid, self._idx, self.cfg, self.sample_fps)
+            self._regions = RegionFinder(img, self._valid, self.cfg, self.sample_fps)
+            self.foreground = self._background_foreground(img)
             return None
         assert self._ref_img is not None and self._prev_img is not None and self._regions is not None
 
-        vs_ref = match_exposure(img, self._ref_img, self._idx)
-        vs_prev = match_exposure(img, self._prev_img, self._idx)
-        self._update_noise(vs_prev, self._prev_img)
-        changed = self.changed_mask(vs_ref, self._ref_img)
-        moving = self.changed_mask(vs_prev, self._prev_img)
-        self._prev_img, prev_t, self._prev_t = img, self._prev_t, t
-        n_valid = max(1, int(self._valid.sum()))
-        frac = float(changed.sum()) / n_valid
-        motion = float(moving.sum()) / n_valid
+        to_ref = fit_exposure(img, self._ref_img, self._idx)
+        cur = to_ref.apply(img)  # this frame with the reference's exposure
+        to_model = to_ref.then(self._ref_to_model)
+        in_model = to_model.apply(img)
+        self.foreground = self._background_foreground(in_model)
+        self._update_noise(cur, self._prev_img)
+        changed = self.changed_mask(cur, self._ref_img)
+        moving = self.changed_mask(cur, self._prev_img)
+        self._prev_img, prev_t, self._prev_t = cur, self._prev_t, t
+        frac = cv2.countNonZero(changed.view(np.uint8)) / self._n_valid
+        motion = cv2.countNonZero(moving.view(np.uint8)) / self._n_valid
 
         if self._onset is None:
-            self._regions.learn(img, changed)
-            if not self._starts_change(frac, changed, vs_ref):
+            self._regions.learn(in_model, changed)
+            if not self._starts_change(frac, changed, cur):
                 return None
             self._onset, self._still_since, self._peak = t, None, None
             self.fires += 1
         if self._peak is None or frac >= self._peak[0]:
-            self._peak = (frac, frame, img)
+            self._peak = (frac, frame, cur)
 
         still = motion <= max(self.cfg.still_fraction, 0.25 * frac)
         # Still since the previous frame: nothing moved between it and this one.
@@ -89,27 +98,24 @@ class ChangeGate:
             return None
         if t < self._cooldown_until:
             return None  # the cooldown delays the report; the change keeps accumulating
-        return self._finish(frame, img, vs_ref, changed, frac)
+        return self._finish(frame, img, cur, to_model, changed, frac)
 
     # -- helpers -------------------------------------------------------------------------
     def working_image(self, image: np.ndarray) -> np.ndarray:
-        """Small, grey and lightly denoised."""
-        h, w = image.shape[:2]
-        ww = min(self.cfg.working_width, w)
-        wh = max(8, int(round(h * ww / w)))
+        """Small, grey and lightly denoised (`image` is grey or BGR)."""
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-        small = cv2.resize(grey, (ww, wh), interpolation=cv2.INTER_AREA)
+        small = shrink(grey, min(self.cfg.working_width, grey.shape[1]))
         if self._valid is None or self._valid.shape != small.shape:
             self._valid = ~polygon_mask(self._masks, small.shape)
-            self._idx = np.flatnonzero(self._valid.ravel())[::7]
+            self._n_valid = max(1, int(self._valid.sum()))
+            self._idx = np.flatnonzero(self._valid.ravel())[::11]
+            self._half_valid = cv2.pyrDown(self._valid.astype(np.uint8) * 255) > 127
         return cv2.GaussianBlur(small, (3, 3), 0)
 
-    def _background_foreground(self, img: np.ndarray) -> np.ndarray:
-        # The model sees exposure-standardised frames (median 128, fixed quartile spread).
-        lo, med, hi = np.percentile(img.ravel()[self._idx], (25, 50, 75))
-        gain = float(np.clip(50.0 / max(hi - lo, 1.0), 0.25, 6.0))
-        std = cv2.convertScaleAbs(img, alpha=gain, beta=128.0 - gain * med)
-        fg = self._mog.apply(std, learningRate=1.0 if self._ref is None else self._mog_rate)
+    def _background_foreground(self, in_model: np.ndarray) -> np.ndarray:
+        # Learn fast while young (a running mean over the first frames), then at 1/history.
+        self._mog_frames += 1
+        fg = self._mog.apply(in_model, learningRate=max(self._mog_rate, 1.0 / self._mog_frames))
         fg = cv2.medianBlur(fg, 5)
         fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, _KERNEL5)
         return (fg > 0) & self._valid
@@ -132,20 +138,21 @@ class ChangeGate:
         sigma = 1.4826 * mad / np.sqrt(2.0)
         self._noise = 0.9 * self._noise + 0.1 * min(max(sigma, 0.5), 20.0)
 
-    def _starts_change(self, frac: float, changed: np.ndarray, img: np.ndarray) -> bool:
-        n_valid = max(1, int(self._valid.sum()))
-        confirmed = float((changed & self.foreground).sum()) / n_valid
+    def _starts_change(self, frac: float, changed: np.ndarray, cur: np.ndarray) -> bool:
+        confirmed = cv2.countNonZero((changed & self.foreground).view(np.uint8)) / self._n_valid
         if frac >= self.cfg.fire_fraction and confirmed >= 0.5 * self.cfg.fire_fraction:
             return self._regions.has_region(changed)
-        # A global structural change (camera knocked, lens covered) with few "changed" pixels.
-        return ssim(img, self._ref_img, self._valid) < self.cfg.ssim_threshold
+        # A global structural change (camera knocked, lens covered) with few "changed" pixels;
+        # half resolution is plenty for a whole-frame verdict.
+        return ssim(cv2.pyrDown(cur), cv2.pyrDown(self._ref_img), self._half_valid) < self.cfg.ssim_threshold
 
-    def _finish(self, frame: Frame, img: np.ndarray, vs_ref: np.ndarray, changed: np.ndarray,
+    def _finish(self, frame: Frame, img: np.ndarray, cur: np.ndarray, to_model: Exposure, changed: np.ndarray,
                 frac: float) -> ChangeCandidate | None:
         onset, peak = self._onset, self._peak
         self._onset, self._still_since, self._peak = None, None, None
         assert onset is not None and peak is not None and self._ref is not None
         before, before_img = self._ref, self._ref_img
+        model_to_before = self._ref_to_model.inverse()
         # Reverted: what still differs from `before` is small next to what differed at the peak.
         transient = frac < 0.3 * peak[0] or not self._regions.has_region(changed)
         if transient:
@@ -154,14 +161,15 @@ class ChangeGate:
             long_enough = frame.media_time - onset >= self.cfg.transient_min_s
             if not (self.cfg.report_transient and long_enough and peak_frac >= self.cfg.fire_fraction):
                 return None
-            after = peak_frame
-            after_img = match_exposure(peak_img, before_img, self._idx)
+            after, after_img = peak_frame, peak_img
             changed = self.changed_mask(after_img, before_img)
             frac = peak_frac
         else:
-            after, after_img = frame, vs_ref
-            self._ref, self._ref_img = frame, img
-        regions = self._regions.regions(before_img, after_img, changed, transient)
+            after, after_img = frame, cur
+            # This frame becomes the reference: its raw exposure is the new ref space.
+            self._ref, self._ref_img, self._ref_to_model = frame, img, to_model
+            self._prev_img = img
+        regions = self._regions.regions(before_img, after_img, changed, transient, model_to_before)
         if not regions:  # nothing large enough, or only a known thing shifting in place
             return None
         self._cooldown_until = frame.media_time + self.cfg.cooldown_s

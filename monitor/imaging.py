@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -23,22 +25,69 @@ def ssim(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> float
     return float(smap[valid].mean() if valid is not None else smap.mean())
 
 
-def match_exposure(img: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """`img` with its brightness and contrast fitted to `ref` (gain and offset), robustly: the
-    fit is redone on the pixels that agree, so a large new object does not skew it."""
-    x = img.ravel()[idx].astype(np.float32)
-    y = ref.ravel()[idx].astype(np.float32)
-    q = np.percentile(np.stack([x, y]), (25, 50, 75), axis=1)
-    gain = (q[2, 1] - q[0, 1]) / max(q[2, 0] - q[0, 0], 1.0)
-    offset = q[1, 1] - gain * q[1, 0]
+def quartiles(values: np.ndarray) -> tuple[float, float, float]:
+    """25th, 50th and 75th percentile of uint8 values (a histogram, cheaper than sorting)."""
+    cdf = np.cumsum(np.bincount(values, minlength=256))
+    n = cdf[-1]
+    return tuple(float(np.searchsorted(cdf, q * n)) for q in (0.25, 0.5, 0.75))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """A brightness/contrast mapping between two frames' grey levels: y = gain * x + offset."""
+
+    gain: float = 1.0
+    offset: float = 0.0
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        if self.gain == 1.0 and self.offset == 0.0:
+            return img
+        return cv2.convertScaleAbs(img, alpha=self.gain, beta=self.offset)
+
+    def then(self, other: Exposure) -> Exposure:
+        """This mapping followed by `other`."""
+        return Exposure(other.gain * self.gain, other.gain * self.offset + other.offset)
+
+    def inverse(self) -> Exposure:
+        return Exposure(1.0 / self.gain, -self.offset / self.gain)
+
+
+def fit_exposure(img: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> Exposure:
+    """The gain and offset that bring `img` to `ref`'s exposure, fitted robustly: the fit is
+    redone on the 60 % of sampled pixels that agree best, so a large new object does not skew it."""
+    xq, yq = img.ravel()[idx], ref.ravel()[idx]
+    (x25, x50, x75), (y25, y50, y75) = quartiles(xq), quartiles(yq)
+    gain = (y75 - y25) / max(x75 - x25, 1.0)
+    offset = y50 - gain * x50
+    x, y = xq.astype(np.float32), yq.astype(np.float32)
+    cut = int(0.6 * (len(x) - 1))
     for _ in range(2):
         res = np.abs(y - (gain * x + offset))
-        keep = res <= np.percentile(res, 60)
-        if keep.sum() < 16 or np.ptp(x[keep]) < 1:
+        keep = res <= np.partition(res, cut)[cut]
+        xs, ys = x[keep], y[keep]
+        var = float(xs.var()) if len(xs) >= 16 else 0.0
+        if var < 0.25:
             break
-        gain, offset = np.polyfit(x[keep], y[keep], 1)
+        gain = float(np.mean((xs - xs.mean()) * (ys - ys.mean()))) / var
+        offset = float(ys.mean()) - gain * float(xs.mean())
     gain = float(np.clip(gain, 0.2, 5.0))
-    return cv2.convertScaleAbs(img, alpha=gain, beta=float(offset))
+    return Exposure(gain, float(offset))
+
+
+def match_exposure(img: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """`img` brought to `ref`'s exposure."""
+    return fit_exposure(img, ref, idx).apply(img)
+
+
+def shrink(grey: np.ndarray, width: int) -> np.ndarray:
+    """Downscale to `width` (aspect kept): Gaussian pyramid halvings, then one area resize."""
+    while grey.shape[1] >= 2 * width:
+        grey = cv2.pyrDown(grey)
+    h, w = grey.shape
+    if w == width:
+        return grey
+    height = max(8, int(round(h * width / w)))
+    return cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def polygon_mask(polygons: list[Polygon], shape: tuple[int, int]) -> np.ndarray:

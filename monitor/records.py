@@ -5,27 +5,54 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+# Pixel formats whose first plane is 8-bit luma (what H.264/MPEG-4/MJPEG decoders produce).
+_LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 
 ChangeKind = Literal["appeared", "disappeared", "moved", "changed"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
-    """One sampled frame of one camera. `image` is BGR uint8 (H, W, 3), read-only."""
+    """One sampled frame of one camera.
+
+    `pixels` is a BGR uint8 array (H, W, 3) or the decoder's frame; the BGR array is made on
+    first use of `image`, so frames that only pass through the gate never pay for colour."""
 
     camera_id: str
     seq: int  # per camera, +1 per sampled frame
     media_time: float  # seconds from the start of the stream
     wall_time: float  # UNIX time the frame was read (or its file-time equivalent)
-    image: np.ndarray = field(repr=False, compare=False)
+    pixels: Any = field(repr=False)
 
-    def __post_init__(self) -> None:
-        self.image.setflags(write=False)
+    @property
+    def image(self) -> np.ndarray:
+        """BGR uint8 (H, W, 3), read-only."""
+        cached = self.__dict__.get("_bgr")
+        if cached is None:
+            px = self.pixels
+            cached = px if isinstance(px, np.ndarray) else px.to_ndarray(format="bgr24")
+            cached.setflags(write=False)
+            self.__dict__["_bgr"] = cached
+        return cached
+
+    def grey(self) -> np.ndarray:
+        """Full-resolution grey; straight from the luma plane when the decoder's frame is kept."""
+        px = self.pixels
+        if isinstance(px, np.ndarray):
+            return px if px.ndim == 2 else cv2.cvtColor(px, cv2.COLOR_BGR2GRAY)
+        if px.format.name in _LUMA_FIRST:
+            # The Y plane is the grey image: view it in place instead of converting.
+            plane = px.planes[0]
+            rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+            return rows[:, : plane.width]
+        return px.to_ndarray(format="gray")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +136,7 @@ class ChangeEvent(BaseModel):
 
 def iso_utc(unix_time: float) -> str:
     """ISO-8601 UTC with milliseconds: 2026-11-25T08:14:03.120Z."""
-    dt = datetime.fromtimestamp(unix_time, tz=timezone.utc)
+    dt = datetime.fromtimestamp(unix_time, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from monitor.config import GateConfig
-from monitor.imaging import match_exposure
+from monitor.imaging import Exposure
 from monitor.records import Region
 
 Box = tuple[int, int, int, int]  # x, y, w, h in working-image pixels
@@ -31,13 +31,13 @@ def _contained(inner: Box, outer: Box) -> float:
 
 
 class RegionFinder:
-    def __init__(self, first_img: np.ndarray, valid: np.ndarray, idx: np.ndarray, cfg: GateConfig,
-                 sample_fps: float):
+    def __init__(self, first_img: np.ndarray, valid: np.ndarray, cfg: GateConfig, sample_fps: float):
         self.cfg = cfg
         self.valid = valid
-        self.idx = idx
         self.background = first_img.astype(np.float32)
-        self.alpha = min(1.0, 1.0 / (cfg.slow_background_s * sample_fps))
+        self._learn_every = max(1, round(sample_fps))
+        self._learn_count = 0
+        self.alpha = min(1.0, self._learn_every / (cfg.slow_background_s * sample_fps))
         # Things that appeared and are still there -> how much of their box differed from the
         # empty scene when they arrived.
         self.present: dict[Box, float] = {}
@@ -47,12 +47,16 @@ class RegionFinder:
         self._merge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
 
     def learn(self, img: np.ndarray, changed: np.ndarray) -> None:
-        """Blend a quiet frame into the empty-scene background, except where objects stand."""
+        # `img` is in model space, the exposure the background is kept in.
+        """Blend a quiet frame into the empty-scene background, except where objects stand.
+        Once a second is plenty for a time constant of minutes."""
+        self._learn_count += 1
+        if self._learn_count % self._learn_every:
+            return
         keep = self.valid & ~changed
         for x, y, w, h in self.present:
             keep[y : y + h, x : x + w] = False
-        matched = match_exposure(img, self.background.astype(np.uint8), self.idx)
-        cv2.accumulateWeighted(matched, self.background, self.alpha, mask=keep.astype(np.uint8))
+        cv2.accumulateWeighted(img, self.background, self.alpha, mask=keep.astype(np.uint8))
 
     def components(self, changed: np.ndarray) -> list[tuple[Box, np.ndarray, float]]:
         """(box, pixel mask, area fraction) of each large enough connected change."""
@@ -71,10 +75,11 @@ class RegionFinder:
     def has_region(self, changed: np.ndarray) -> bool:
         return bool(self.components(changed))
 
-    def regions(self, before: np.ndarray, after: np.ndarray, changed: np.ndarray, transient: bool) -> list[Region]:
+    def regions(self, before: np.ndarray, after: np.ndarray, changed: np.ndarray, transient: bool,
+                model_to_before: Exposure) -> list[Region]:
         comps = sorted(self.components(changed), key=lambda c: -c[2])
         # Everything in the photometry of `before` (the caller matched `after` already).
-        background = match_exposure(self.background.astype(np.uint8), before, self.idx)
+        background = model_to_before.apply(self.background.astype(np.uint8))
         kinds: list[str] = []
         for (x, y, w, h), pix, _ in comps:
             b = before[y : y + h, x : x + w][pix].astype(np.float32)

@@ -1,0 +1,123 @@
+"""Helpers shared by the tests: run the real `monitor` process or the pipeline in-process, find
+the shared footage, match logged events to truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from monitor.config import load_settings
+from monitor.daemon import Monitor
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+VIDEOS = SHARED_DATA / "videos"
+EXAMPLE_CONFIG = REPO / "config" / "monitor.example.yaml"
+
+# Never let a test reach the network for model weights.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def monitor_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The current environment without MONITOR_* settings, made offline, plus `env`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    return {**base, **OFFLINE_ENV, **(env or {})}
+
+
+def run_monitor(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 60,
+                cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m monitor ARGS` as a real process; stdout/stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *map(str, args)],
+        env=monitor_env(env),
+        cwd=str(cwd or REPO),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def error_lines(proc: subprocess.CompletedProcess[str], kind: str = "error") -> list[str]:
+    """The user-facing `monitor: error: ...` (or `config error`) lines of stderr."""
+    prefix = f"monitor: {kind}: "
+    return [line.removeprefix(prefix) for line in proc.stderr.splitlines() if line.startswith(prefix)]
+
+
+def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    both = proc.stdout + proc.stderr
+    assert "Traceback" not in both, both
+    assert "internal error" not in both, both
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need_video(name: str) -> Path:
+    path = VIDEOS / name
+    assert path.is_file(), f"shared footage missing: {path} (tests read ../shared/data in place)"
+    return path
+
+
+def run_source(source: Path | str, log_dir: Path, camera_id: str = "cam", gate: dict | None = None,
+               **camera: Any) -> list[dict]:
+    """Run one camera through the whole data path; return the events written to changes.jsonl."""
+    settings = load_settings(
+        None,
+        cameras=[{"id": camera_id, "source": str(source), "gate": gate or {}, **camera}],
+        log={"dir": str(log_dir), "reorder_window_s": 0},
+    )
+    result = Monitor(settings).run()
+    assert not result.errors, result.errors
+    return read_events(log_dir)
+
+
+def read_events(log_dir: Path) -> list[dict]:
+    path = log_dir / "changes.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def direction(event: dict) -> str:
+    """'arrived' / 'left' / 'other' from the event's regions."""
+    kinds = {r["change"] for r in event["regions"]}
+    if "appeared" in kinds:
+        return "arrived"
+    if "disappeared" in kinds:
+        return "left"
+    return "other"
+
+
+def match_events(expected: list[tuple[str, float | None, float | None]], events: list[dict],
+                 tol: float = 2.0) -> tuple[list[int | None], list[int]]:
+    """One-to-one matching of expected changes to logged events.
+
+    `expected` items are (direction, onset time or None, completion time or None): the event's
+    `media_t_onset` must be within `tol` of the onset and its `media_t_after` within `tol` of the
+    completion, and its direction must agree. Returns (index of the event matched to each expected
+    change or None, indices of events that matched nothing)."""
+    used: set[int] = set()
+    matched: list[int | None] = []
+    for kind, t_onset, t_done in expected:
+        best = None
+        for i, ev in enumerate(events):
+            if i in used or direction(ev) != kind:
+                continue
+            if t_onset is not None and abs(ev["media_t_onset"] - t_onset) > tol:
+                continue
+            if t_done is not None and abs(ev["media_t_after"] - t_done) > tol:
+                continue
+            best = i
+            break
+        if best is not None:
+            used.add(best)
+        matched.append(best)
+    return matched, [i for i in range(len(events)) if i not in used]

@@ -1,0 +1,60 @@
+"""`monitor bench gate` on a few seconds of real footage: three modes, consistent counts, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor.bench import MODES, bench_gate, footage_dir
+from monitor.cli import build_parser
+
+VIDEO = footage_dir() / "one-by-one-person-detection.mp4"  # H.264, 10 fps, 1 s GOP
+
+
+def _args(*extra: str):
+    return build_parser().parse_args(["bench", "gate", *extra])
+
+
+@pytest.mark.skipif(not VIDEO.is_file(), reason="shared footage not available")
+def test_bench_gate_three_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("skimage")
+    out = tmp_path / "x.json"
+    # 8 s: the source needs 3 keyframe gaps (3 s) before it trusts the GOP and skips frames.
+    assert bench_gate(_args("--video", str(VIDEO), "--seconds", "8", "--json", str(out))) == 0
+
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    runs = {r["mode"]: r for r in doc["results"]}
+    assert set(runs) == set(MODES) and len(doc["results"]) == 3
+    assert all(r["video"] == VIDEO.name for r in doc["results"])
+    counts = [r["sampled"] for r in runs.values()]
+    assert max(counts) - min(counts) <= 1 and min(counts) >= 6
+    assert runs["ours-keyframes"]["decode"] == "keyframes-only"
+    assert runs["ours-all-frames"]["decode"] == "all-frames"
+    assert runs["ours-keyframes"]["decoded"] < runs["ours-all-frames"]["decoded"]
+    assert runs["naive-ssim"]["decoded"] == runs["ours-all-frames"]["decoded"]
+    for r in runs.values():
+        for key in ("decoded", "cpu_s", "wall_s", "cpu_ms_per_frame", "frames_per_s_per_core",
+                    "cameras_per_core", "speedup"):
+            assert r[key] > 0, (r["mode"], key)
+    assert runs["naive-ssim"]["speedup"] == 1.0
+    assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["av"] and doc["machine"]["cv2"]
+    assert doc["goal"]["evaluated"] is True
+
+    stdout = capsys.readouterr().out
+    assert "cpu ms/frame" in stdout and "cameras@1fps/core" in stdout
+    assert "goal: ours ≥ 20× naive" in stdout
+
+
+def test_bench_gate_without_skimage(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "skimage.metrics", None)  # import fails as if not installed
+    assert bench_gate(_args("--video", "whatever.mp4")) == 1
+    assert "pip install '.[bench]'" in capsys.readouterr().err
+
+
+def test_bench_gate_missing_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("skimage")
+    assert bench_gate(_args("--video", str(tmp_path / "nope.mp4"))) == 1
+    assert "no such video" in capsys.readouterr().err
