@@ -158,11 +158,31 @@ def machine_info() -> dict:
 
 
 def format_table(runs: list[Run], sample_fps: float) -> str:
-    head = ["video", "mode", "decode", "sampled", "decoded", "cpu ms/frame", "frames/s/core",
-            f"cameras@{sample_fps:g}fps/core", "speedup"]
-    rows = [[r.video, r.mode, r.decode, str(r.sampled), str(r.decoded), f"{r.cpu_ms_per_frame:.2f}",
-             f"{r.frames_per_s_per_core:.1f}", f"{r.cameras_per_core:.1f}",
-             "-" if r.speedup is None else f"{r.speedup:.1f}x"] for r in runs]
+    head = [
+        "video",
+        "mode",
+        "decode",
+        "sampled",
+        "decoded",
+        "cpu ms/frame",
+        "frames/s/core",
+        f"cameras@{sample_fps:g}fps/core",
+        "speedup",
+    ]
+    rows = [
+        [
+            r.video,
+            r.mode,
+            r.decode,
+            str(r.sampled),
+            str(r.decoded),
+            f"{r.cpu_ms_per_frame:.2f}",
+            f"{r.frames_per_s_per_core:.1f}",
+            f"{r.cameras_per_core:.1f}",
+            "-" if r.speedup is None else f"{r.speedup:.1f}x",
+        ]
+        for r in runs
+    ]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     left = {0, 1, 2}
 
@@ -173,15 +193,24 @@ def format_table(runs: list[Run], sample_fps: float) -> str:
 
 
 def evaluate_goal(runs: list[Run], sample_fps: float) -> dict:
-    goal = {"text": "ours ≥ 20× naive at 1 fps on H.264 with ≤1 s GOP, and ≥ 50 cameras at 1 fps per core",
-            "video": GOAL_VIDEO, "mode": GOAL_MODE, "sample_fps": sample_fps}
+    goal = {
+        "text": "ours ≥ 20× naive at 1 fps on H.264 with ≤1 s GOP, and ≥ 50 cameras at 1 fps per core",
+        "video": GOAL_VIDEO,
+        "mode": GOAL_MODE,
+        "sample_fps": sample_fps,
+    }
     ours = next((r for r in runs if r.video == GOAL_VIDEO and r.mode == GOAL_MODE), None)
     if ours is None:
         return {**goal, "evaluated": False}
     speedup = None if ours.speedup is None else round(ours.speedup, 2)
-    return {**goal, "evaluated": True, "speedup": speedup, "cameras_per_core": round(ours.cameras_per_core, 2),
-            "speedup_pass": bool(ours.speedup is not None and ours.speedup >= GOAL_SPEEDUP),
-            "cameras_pass": bool(ours.cameras_per_core >= GOAL_CAMERAS)}
+    return {
+        **goal,
+        "evaluated": True,
+        "speedup": speedup,
+        "cameras_per_core": round(ours.cameras_per_core, 2),
+        "speedup_pass": bool(ours.speedup is not None and ours.speedup >= GOAL_SPEEDUP),
+        "cameras_pass": bool(ours.cameras_per_core >= GOAL_CAMERAS),
+    }
 
 
 def goal_line(goal: dict) -> str:
@@ -190,9 +219,11 @@ def goal_line(goal: dict) -> str:
         return f"{text}: not evaluated ({GOAL_VIDEO} was not benchmarked)"
     verdict = {True: "PASS", False: "FAIL"}.__getitem__
     note = "" if goal["sample_fps"] == 1.0 else f", measured at {goal['sample_fps']:g} fps"
-    return (f"{text}: speed-up {goal['speedup']:.1f}× {verdict(goal['speedup_pass'])}, "
-            f"{goal['cameras_per_core']:.1f} cameras/core {verdict(goal['cameras_pass'])} "
-            f"({GOAL_VIDEO}, {GOAL_MODE}{note})")
+    return (
+        f"{text}: speed-up {goal['speedup']:.1f}× {verdict(goal['speedup_pass'])}, "
+        f"{goal['cameras_per_core']:.1f} cameras/core {verdict(goal['cameras_pass'])} "
+        f"({GOAL_VIDEO}, {GOAL_MODE}{note})"
+    )
 
 
 # -- entry point ---------------------------------------------------------------------------

@@ -84,8 +84,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     log = structlog.get_logger("monitor")
     for cam_id, stats in result.cameras.items():
-        log.info("camera_summary", camera=cam_id, mode=stats.mode, sampled=stats.sampled, decoded=stats.decoded,
-                 corrupt=stats.corrupt)
+        log.info(
+            "camera_summary",
+            camera=cam_id,
+            mode=stats.mode,
+            sampled=stats.sampled,
+            decoded=stats.decoded,
+            corrupt=stats.corrupt,
+        )
     log.info("run_finished", events=result.events, log_dir=str(settings.log.dir))
     if result.errors:
         for message in result.errors.values():
@@ -125,13 +131,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Video-surveillance change monitor.")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                   help="diagnostic log level (stderr)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="diagnostic log level (stderr)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="watch cameras and write the change log",
-                       description="Run the monitor: one --source, the cameras of --config, or --demo.")
+    r = sub.add_parser(
+        "run",
+        help="watch cameras and write the change log",
+        description="Run the monitor: one --source, the cameras of --config, or --demo.",
+    )
     r.add_argument("--source", help="video file, image-sequence folder/pattern, or rtsp:// URL")
     r.add_argument("--camera-id", help="camera id for --source (default: from the file name)")
     r.add_argument("--config", type=Path, help="YAML config file")
@@ -188,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
         if args.debug:
             raise
-        print(f"monitor: internal error: {type(exc).__name__}: {mask_secrets(str(exc))} (use --debug)",
-              file=sys.stderr)
+        print(f"monitor: internal error: {type(exc).__name__}: {mask_secrets(str(exc))} (use --debug)", file=sys.stderr)
         return 1
 
 

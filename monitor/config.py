@@ -152,6 +152,7 @@ class MonitorSettings(BaseSettings):
 
 def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Duplicate camera ids and invalid per-camera gate overrides, each with its field path."""
+
     def plain(value: Any) -> Any:  # models given in code are checked like their dicts
         return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
 
@@ -169,8 +170,9 @@ def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(cam_id, str):
             if cam_id in first_index:
                 msg = f"camera id {cam_id!r} is used twice (also cameras.{first_index[cam_id]}.id)"
-                errors.append({"type": PydanticCustomError("duplicate_id", msg), "loc": ("cameras", i, "id"),
-                               "input": cam_id})
+                errors.append(
+                    {"type": PydanticCustomError("duplicate_id", msg), "loc": ("cameras", i, "id"), "input": cam_id}
+                )
             else:
                 first_index[cam_id] = i
         override = cam.get("gate")

@@ -44,8 +44,13 @@ class RunResult:
 class Monitor:
     """Runs every camera of the settings until their sources end or `stop()` is called."""
 
-    def __init__(self, settings: MonitorSettings, describer: Describer | None = None, echo: TextIO | None = None,
-                 realtime: bool | None = None):
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        describer: Describer | None = None,
+        echo: TextIO | None = None,
+        realtime: bool | None = None,
+    ):
         self.settings = settings
         self.describer = describer or build_describer(settings.describer.kind, settings.describer.model)
         self.stop_event = threading.Event()
@@ -69,8 +74,9 @@ class Monitor:
         if not self.cameras:
             raise MonitorError("no cameras configured (give --source or a config with cameras:)")
         for run in self.cameras:
-            run.thread = threading.Thread(target=self._read_camera, args=(run,), name=f"camera-{run.camera.id}",
-                                          daemon=True)
+            run.thread = threading.Thread(
+                target=self._read_camera, args=(run,), name=f"camera-{run.camera.id}", daemon=True
+            )
             run.thread.start()
         live = len(self.cameras)
         try:
@@ -141,8 +147,9 @@ class Monitor:
             media_t_onset=round(cand.onset_media_time, 3),
             text=text,
             regions=[
-                RegionOut(x=round(r.x, 4), y=round(r.y, 4), w=round(r.w, 4), h=round(r.h, 4), change=r.change,
-                          label=lab)
+                RegionOut(
+                    x=round(r.x, 4), y=round(r.y, 4), w=round(r.w, 4), h=round(r.h, 4), change=r.change, label=lab
+                )
                 for r, lab in zip(cand.regions, labels)
             ],
             scores=ScoresOut(ssim=cand.scores.ssim, changed_fraction=cand.scores.changed_fraction),

@@ -146,8 +146,9 @@ class ChangeGate:
         # half resolution is plenty for a whole-frame verdict.
         return ssim(cv2.pyrDown(cur), cv2.pyrDown(self._ref_img), self._half_valid) < self.cfg.ssim_threshold
 
-    def _finish(self, frame: Frame, img: np.ndarray, cur: np.ndarray, to_model: Exposure, changed: np.ndarray,
-                frac: float) -> ChangeCandidate | None:
+    def _finish(
+        self, frame: Frame, img: np.ndarray, cur: np.ndarray, to_model: Exposure, changed: np.ndarray, frac: float
+    ) -> ChangeCandidate | None:
         onset, peak = self._onset, self._peak
         self._onset, self._still_since, self._peak = None, None, None
         assert onset is not None and peak is not None and self._ref is not None

@@ -75,8 +75,9 @@ class RegionFinder:
     def has_region(self, changed: np.ndarray) -> bool:
         return bool(self.components(changed))
 
-    def regions(self, before: np.ndarray, after: np.ndarray, changed: np.ndarray, transient: bool,
-                model_to_before: Exposure) -> list[Region]:
+    def regions(
+        self, before: np.ndarray, after: np.ndarray, changed: np.ndarray, transient: bool, model_to_before: Exposure
+    ) -> list[Region]:
         comps = sorted(self.components(changed), key=lambda c: -c[2])
         # Everything in the photometry of `before` (the caller matched `after` already).
         background = model_to_before.apply(self.background.astype(np.uint8))

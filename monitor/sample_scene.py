@@ -39,10 +39,25 @@ _VEH_L, _VEH_W = 0.125, 0.10  # vehicle length (of width), breadth (of height)
 _PER_W, _PER_H = 0.035, 0.135
 
 # Palettes picked for >= ~40 grey levels of luminance contrast against asphalt / paving.
-_CAR_COLORS: list[_BGR] = [(235, 235, 235), (190, 190, 185), (30, 30, 32), (40, 205, 235),
-                           (220, 165, 95), (110, 40, 20), (25, 25, 125), (30, 90, 30)]
-_SHIRTS: list[_BGR] = [(30, 30, 190), (170, 80, 30), (40, 200, 230), (240, 240, 240),
-                       (150, 50, 120), (20, 20, 20), (40, 110, 40)]
+_CAR_COLORS: list[_BGR] = [
+    (235, 235, 235),
+    (190, 190, 185),
+    (30, 30, 32),
+    (40, 205, 235),
+    (220, 165, 95),
+    (110, 40, 20),
+    (25, 25, 125),
+    (30, 90, 30),
+]
+_SHIRTS: list[_BGR] = [
+    (30, 30, 190),
+    (170, 80, 30),
+    (40, 200, 230),
+    (240, 240, 240),
+    (150, 50, 120),
+    (20, 20, 20),
+    (40, 110, 40),
+]
 _TROUSERS: list[_BGR] = [(50, 40, 30), (120, 70, 40), (35, 35, 35), (60, 60, 90)]
 _SKIN: list[_BGR] = [(90, 130, 190), (60, 95, 140), (140, 170, 220), (45, 70, 110)]
 
@@ -129,8 +144,10 @@ def _rrect(img: np.ndarray, cx: float, cy: float, w: float, h: float, r: float, 
     pts: list[_Vec] = []
     for sx, sy, a0 in ((1, 1, 0), (-1, 1, 90), (-1, -1, 180), (1, -1, 270)):
         ox, oy = cx + sx * (w / 2 - r), cy + sy * (h / 2 - r)
-        pts += [(ox + r * math.cos(math.radians(a0 + 15 * k)), oy + r * math.sin(math.radians(a0 + 15 * k)))
-                for k in range(7)]
+        pts += [
+            (ox + r * math.cos(math.radians(a0 + 15 * k)), oy + r * math.sin(math.radians(a0 + 15 * k)))
+            for k in range(7)
+        ]
     cv2.fillPoly(img, [_fixed(pts)], color, cv2.LINE_AA, _SHIFT)
 
 
@@ -150,14 +167,29 @@ def _draw_person(img: np.ndarray, a: _Actor, x: float, y: float, step: float) ->
     for side in (-1, 1):  # legs; while walking each foot lifts alternately
         hx = x + side * 0.17 * pw
         foot = top + ph - max(0.0, side * step) * 0.06 * ph
-        quad = [(hx - 0.13 * pw, top + 0.58 * ph), (hx + 0.13 * pw, top + 0.58 * ph),
-                (hx + 0.12 * pw, foot), (hx - 0.12 * pw, foot)]
+        quad = [
+            (hx - 0.13 * pw, top + 0.58 * ph),
+            (hx + 0.13 * pw, top + 0.58 * ph),
+            (hx + 0.12 * pw, foot),
+            (hx - 0.12 * pw, foot),
+        ]
         cv2.fillPoly(img, [_fixed(quad)], legs, cv2.LINE_AA, _SHIFT)
     one = 1 << _SHIFT
-    cv2.ellipse(img, (round(x * one), round((top + 0.42 * ph) * one)),
-                (round(0.5 * pw * one), round(0.2 * ph * one)), 0, 0, 360, shirt, -1, cv2.LINE_AA, _SHIFT)
-    cv2.circle(img, (round(x * one), round((top + 0.12 * ph) * one)), round(0.12 * ph * one),
-               skin, -1, cv2.LINE_AA, _SHIFT)
+    cv2.ellipse(
+        img,
+        (round(x * one), round((top + 0.42 * ph) * one)),
+        (round(0.5 * pw * one), round(0.2 * ph * one)),
+        0,
+        0,
+        360,
+        shirt,
+        -1,
+        cv2.LINE_AA,
+        _SHIFT,
+    )
+    cv2.circle(
+        img, (round(x * one), round((top + 0.12 * ph) * one)), round(0.12 * ph * one), skin, -1, cv2.LINE_AA, _SHIFT
+    )
 
 
 def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -178,12 +210,12 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
             cv2.rectangle(img, (wx, wy), (wx + xp(0.05), wy + yp(0.045)), (125, 125, 125), -1)
             cv2.rectangle(img, (wx + 2, wy + 2), (wx + xp(0.05) - 2, wy + yp(0.045) - 2), (70, 58, 48), -1)
     cv2.rectangle(img, (0, yp(_BUILDING_Y) - 3), (w, yp(_BUILDING_Y)), (45, 45, 48), -1)  # roof edge
-    img[yp(_BUILDING_Y): yp(_KERB_Y)] = (150, 152, 150)  # sidewalk
+    img[yp(_BUILDING_Y) : yp(_KERB_Y)] = (150, 152, 150)  # sidewalk
     for jx in range(0, w, xp(0.08)):
         cv2.line(img, (jx, yp(_BUILDING_Y)), (jx, yp(_KERB_Y)), (128, 130, 128), 1, cv2.LINE_AA)
-    img[yp(_KERB_Y): yp(_BAY_Y0) - 1] = (185, 187, 185)  # kerb
-    img[yp(_PLAZA_Y) - yp(0.015): yp(_PLAZA_Y)] = (185, 187, 185)
-    img[yp(_PLAZA_Y):] = (132, 136, 140)  # paved plaza
+    img[yp(_KERB_Y) : yp(_BAY_Y0) - 1] = (185, 187, 185)  # kerb
+    img[yp(_PLAZA_Y) - yp(0.015) : yp(_PLAZA_Y)] = (185, 187, 185)
+    img[yp(_PLAZA_Y) :] = (132, 136, 140)  # paved plaza
     step = xp(0.06)
     for gx in range(0, w, step):
         cv2.line(img, (gx, yp(_PLAZA_Y)), (gx, h), (112, 116, 120), 1, cv2.LINE_AA)
@@ -201,14 +233,16 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         cv2.line(img, (dx, yp(0.59)), (dx + xp(0.04), yp(0.59)), (60, 170, 200), 2, cv2.LINE_AA)
     # Grain + blotches so the "static" background is textured like real asphalt/concrete.
     fine = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 0.8)
-    coarse = cv2.resize(rng.standard_normal((h // 24 + 2, w // 24 + 2)).astype(np.float32), (w, h),
-                        interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(
+        rng.standard_normal((h // 24 + 2, w // 24 + 2)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     tex = fine / fine.std() * 6.0 + coarse / coarse.std() * 5.0
     return np.clip(img.astype(np.float32) + tex[..., None], 0, 255).astype(np.uint8)
 
 
 def _script(rng: np.random.Generator, n: int, fps: int, w: int, h: int) -> tuple[list[_Actor], int, int]:
     """Schedule actors and the exposure jump; returns actors, jump start/end frames."""
+
     def gap() -> int:
         return math.ceil(rng.uniform(*_GAP_S) * fps)
 
@@ -252,8 +286,9 @@ def _script(rng: np.random.Generator, n: int, fps: int, w: int, h: int) -> tuple
             actor.leave = _leave_move(actor, rng, cursor, cursor + dur, w, h)
         else:
             slot = (fresh[what] or freed[what]).pop(0)
-            actor = _new_actor(what, slot, len([a for a in actors if a.what == what]) + 1,
-                               rng, cursor, cursor + dur, w, h)
+            actor = _new_actor(
+                what, slot, len([a for a in actors if a.what == what]) + 1, rng, cursor, cursor + dur, w, h
+            )
             slot_of[actor.ident] = slot
             actors.append(actor)
             present.append(actor)
@@ -261,12 +296,13 @@ def _script(rng: np.random.Generator, n: int, fps: int, w: int, h: int) -> tuple
     return actors, jump, jump + ramp
 
 
-def _new_actor(what: str, slot: int, num: int, rng: np.random.Generator, f0: int, f1: int,
-               w: int, h: int) -> _Actor:
+def _new_actor(what: str, slot: int, num: int, rng: np.random.Generator, f0: int, f1: int, w: int, h: int) -> _Actor:
     if what == "vehicle":
         length, breadth = _VEH_L * w, _VEH_W * h
-        rest = ((_BAY_X0 + (slot + 0.5) * _BAY_W) * w + rng.uniform(-3, 3),
-                (_BAY_Y0 + _BAY_Y1) / 2 * h + rng.uniform(-2, 2))
+        rest = (
+            (_BAY_X0 + (slot + 0.5) * _BAY_W) * w + rng.uniform(-3, 3),
+            (_BAY_Y0 + _BAY_Y1) / 2 * h + rng.uniform(-2, 2),
+        )
         facing = 1 if rng.random() < 0.5 else -1
         x_in = -length / 2 - 2 if facing == 1 else w + length / 2 + 2
         # Drive along the lane, then angle into the bay; turn point keeps clear of neighbouring bays.
@@ -274,15 +310,23 @@ def _new_actor(what: str, slot: int, num: int, rng: np.random.Generator, f0: int
         turn = max(turn, x_in) if facing == 1 else min(turn, x_in)
         path = [(x_in, _LANE_Y * h), (turn, _LANE_Y * h), rest]
         color = _CAR_COLORS[int(rng.integers(len(_CAR_COLORS)))]
-        return _Actor(f"vehicle-{num}", what, rest, (length, breadth), (color,),
-                      _Move(f0, f1, path, "out"), facing=facing)
+        return _Actor(
+            f"vehicle-{num}", what, rest, (length, breadth), (color,), _Move(f0, f1, path, "out"), facing=facing
+        )
     pw, ph = _PER_W * w, _PER_H * h
     rest = ((_SPOT_X0 + slot * _SPOT_STEP) * w + rng.uniform(-4, 4), _SPOT_Y * h + rng.uniform(-6, 6))
     # Walk in from the bottom edge; +-40 px lateral drift stays clear of neighbouring spots.
     entry = (rest[0] + rng.uniform(-40, 40) * w / 640, h + ph / 2 + 2)
     colors = tuple(p[int(rng.integers(len(p)))] for p in (_SKIN, _SHIRTS, _TROUSERS))
-    return _Actor(f"person-{num}", what, rest, (pw, ph), colors, _Move(f0, f1, [entry, rest], "linear"),
-                  sway_phase=float(rng.uniform(0, 2 * math.pi)))
+    return _Actor(
+        f"person-{num}",
+        what,
+        rest,
+        (pw, ph),
+        colors,
+        _Move(f0, f1, [entry, rest], "linear"),
+        sway_phase=float(rng.uniform(0, 2 * math.pi)),
+    )
 
 
 def _leave_move(a: _Actor, rng: np.random.Generator, f0: int, f1: int, w: int, h: int) -> _Move:
@@ -296,8 +340,9 @@ def _leave_move(a: _Actor, rng: np.random.Generator, f0: int, f1: int, w: int, h
     return _Move(f0, f1, [a.rest, exit_pt], "linear")
 
 
-def render_sample_scene(out_path: str | Path, seconds: float = 60.0, seed: int = 0, fps: int = 10,
-                        width: int = 640, height: int = 360) -> dict:
+def render_sample_scene(
+    out_path: str | Path, seconds: float = 60.0, seed: int = 0, fps: int = 10, width: int = 640, height: int = 360
+) -> dict:
     """Render a deterministic synthetic surveillance clip plus ``<stem>.truth.json``; return the truth."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -314,8 +359,9 @@ def render_sample_scene(out_path: str | Path, seconds: float = 60.0, seed: int =
     phase = float(script_rng.choice([-1, 1])) * math.pi / 2 + script_rng.uniform(-0.4, 0.4)
     t = np.arange(n) / fps
     ramp = np.clip((np.arange(n) - j0) / (j1 - j0), 0, 1)
-    gain = (1 + _DRIFT_AMPLITUDE * np.sin(2 * np.pi * t / period + phase)) * \
-        (1 + (jump_to - 1) * ramp * ramp * (3 - 2 * ramp))
+    gain = (1 + _DRIFT_AMPLITUDE * np.sin(2 * np.pi * t / period + phase)) * (
+        1 + (jump_to - 1) * ramp * ramp * (3 - 2 * ramp)
+    )
 
     lut = _gauss_lut()
     with av.open(str(out_path), mode="w") as container:
@@ -324,8 +370,11 @@ def render_sample_scene(out_path: str | Path, seconds: float = 60.0, seed: int =
         stream.time_base = Fraction(1, fps)
         stream.codec_context.gop_size = fps
         # scenecut=0: the exposure jump must not add keyframes; keyframes land exactly every second.
-        stream.codec_context.options = {"preset": "veryfast", "crf": "23",
-                                        "x264-params": f"keyint={fps}:scenecut=0:bframes=0"}
+        stream.codec_context.options = {
+            "preset": "veryfast",
+            "crf": "23",
+            "x264-params": f"keyint={fps}:scenecut=0:bframes=0",
+        }
         for f in range(n):
             img = background.copy()
             for a in actors:
@@ -338,8 +387,9 @@ def render_sample_scene(out_path: str | Path, seconds: float = 60.0, seed: int =
                 else:
                     _draw_person(img, a, x, y, math.sin(f * math.pi / (0.25 * fps)) if moving else 0.0)
             noise = lut[noise_rng.integers(0, 65536, (height, width, 3), dtype=np.uint16)]
-            frame_bgr = cv2.addWeighted(img.astype(np.float32), float(gain[f]), noise, _NOISE_SIGMA, 0.0,
-                                        dtype=cv2.CV_8U)
+            frame_bgr = cv2.addWeighted(
+                img.astype(np.float32), float(gain[f]), noise, _NOISE_SIGMA, 0.0, dtype=cv2.CV_8U
+            )
             frame = av.VideoFrame.from_ndarray(frame_bgr, format="bgr24")
             frame.pts, frame.time_base = f, Fraction(1, fps)
             container.mux(stream.encode(frame))
@@ -353,19 +403,40 @@ def render_sample_scene(out_path: str | Path, seconds: float = 60.0, seed: int =
     for a in actors:
         box = a.rest_box(width, height)
         first = next(f for f in range(a.arrive.f0, a.arrive.f1 + 1) if a.visible(f, fps, width, height))
-        events.append({"id": a.ident, "what": a.what, "kind": "arrived", "t_start": secs(first),
-                       "t": secs(a.arrive.f1), "box": box})
+        events.append(
+            {
+                "id": a.ident,
+                "what": a.what,
+                "kind": "arrived",
+                "t_start": secs(first),
+                "t": secs(a.arrive.f1),
+                "box": box,
+            }
+        )
         end = secs(n)
         if a.leave is not None:
             gone = next(f for f in range(a.leave.f0, a.leave.f1 + 1) if not a.visible(f, fps, width, height))
-            events.append({"id": a.ident, "what": a.what, "kind": "left", "t_start": secs(a.leave.f0 + 1),
-                           "t": secs(gone), "box": box})
+            events.append(
+                {
+                    "id": a.ident,
+                    "what": a.what,
+                    "kind": "left",
+                    "t_start": secs(a.leave.f0 + 1),
+                    "t": secs(gone),
+                    "box": box,
+                }
+            )
             end = secs(gone)
         present[a.ident] = [[secs(first), end]]
     events.sort(key=lambda e: (e["t"], e["id"]))
     truth = {
-        "video": out_path.name, "seed": seed, "seconds": float(seconds), "fps": fps,
-        "width": width, "height": height, "events": events,
+        "video": out_path.name,
+        "seed": seed,
+        "seconds": float(seconds),
+        "fps": fps,
+        "width": width,
+        "height": height,
+        "events": events,
         "exposure_jumps": [{"t": secs(j0), "gain_from": 1.0, "gain_to": jump_to}],
         "drift": {"amplitude": _DRIFT_AMPLITUDE},
         "present_intervals_s": present,

@@ -75,8 +75,13 @@ def _numbers(folder: Path, prefix: str, suffix: str) -> list[int]:
 class VideoSource:
     """Reads one camera and yields sampled `Frame`s in presentation order."""
 
-    def __init__(self, camera: CameraConfig, realtime: bool | None = None, stop: threading.Event | None = None,
-                 keyframes: bool = True):
+    def __init__(
+        self,
+        camera: CameraConfig,
+        realtime: bool | None = None,
+        stop: threading.Event | None = None,
+        keyframes: bool = True,
+    ):
         self.camera = camera
         self.keyframes = keyframes  # False: never switch to keyframes-only decoding (benchmarks)
         self.realtime = camera.realtime if realtime is None else realtime

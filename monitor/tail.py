@@ -24,8 +24,14 @@ def _format(line: str, camera: str | None, as_json: bool) -> str | None:
     return line.rstrip("\n") if as_json else ChangeEvent.model_validate(data).line()
 
 
-def tail(log_dir: Path, follow: bool = False, camera: str | None = None, as_json: bool = False, lines: int = 20,
-         poll_s: float = 0.25) -> int:
+def tail(
+    log_dir: Path,
+    follow: bool = False,
+    camera: str | None = None,
+    as_json: bool = False,
+    lines: int = 20,
+    poll_s: float = 0.25,
+) -> int:
     path = log_dir / JSONL_NAME
     if not path.exists() and not follow:
         raise MonitorError(f"no change log at {path} (is --log-dir right?)")

@@ -29,8 +29,9 @@ def monitor_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {**base, **OFFLINE_ENV, **(env or {})}
 
 
-def run_monitor(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 60,
-                cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_monitor(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 60, cwd: str | Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m monitor ARGS` as a real process; stdout/stderr captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "monitor", *map(str, args)],
@@ -68,8 +69,9 @@ def need_video(name: str) -> Path:
     return path
 
 
-def run_source(source: Path | str, log_dir: Path, camera_id: str = "cam", gate: dict | None = None,
-               **camera: Any) -> list[dict]:
+def run_source(
+    source: Path | str, log_dir: Path, camera_id: str = "cam", gate: dict | None = None, **camera: Any
+) -> list[dict]:
     """Run one camera through the whole data path; return the events written to changes.jsonl."""
     settings = load_settings(
         None,
@@ -96,8 +98,9 @@ def direction(event: dict) -> str:
     return "other"
 
 
-def match_events(expected: list[tuple[str, float | None, float | None]], events: list[dict],
-                 tol: float = 2.0) -> tuple[list[int | None], list[int]]:
+def match_events(
+    expected: list[tuple[str, float | None, float | None]], events: list[dict], tol: float = 2.0
+) -> tuple[list[int | None], list[int]]:
     """One-to-one matching of expected changes to logged events.
 
     `expected` items are (direction, onset time or None, completion time or None): the event's

@@ -158,7 +158,7 @@ def test_corrupt_packet_is_counted_and_skipped(tmp_path: Path, synthetic: Path) 
     # usually concealed silently and would not be counted).
     pos = min((p for p, _ in packets), key=lambda p: abs(p - len(data) // 2))
     rnd = random.Random(3)
-    data[pos: pos + 2048] = bytes(rnd.randrange(256) for _ in range(2048))
+    data[pos : pos + 2048] = bytes(rnd.randrange(256) for _ in range(2048))
     bad = tmp_path / "corrupt.mp4"
     bad.write_bytes(bytes(data))
 
@@ -217,17 +217,19 @@ def silent_server() -> Iterator[int]:
 
 def test_silent_rtsp_server_times_out(tmp_path: Path, silent_server: int) -> None:
     cfg = tmp_path / "silent.yaml"
-    cfg.write_text(f"""
+    cfg.write_text(
+        f"""
 cameras:
   - id: silent
     source: rtsp://admin:s3cret@127.0.0.1:{silent_server}/live
     open_timeout_s: 2
     read_timeout_s: 2
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     t0 = time.monotonic()
     proc = run_monitor("run", "--config", cfg, "--log-dir", tmp_path / "logs", timeout=30)
     elapsed = time.monotonic() - t0
     assert 1.5 < elapsed < 10, elapsed  # waited for open_timeout_s, not forever
     assert_one_error(proc, "camera silent", f"127.0.0.1:{silent_server}")
     assert "s3cret" not in proc.stdout + proc.stderr
-

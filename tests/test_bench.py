@@ -36,8 +36,15 @@ def test_bench_gate_three_modes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert runs["ours-keyframes"]["decoded"] < runs["ours-all-frames"]["decoded"]
     assert runs["naive-ssim"]["decoded"] == runs["ours-all-frames"]["decoded"]
     for r in runs.values():
-        for key in ("decoded", "cpu_s", "wall_s", "cpu_ms_per_frame", "frames_per_s_per_core",
-                    "cameras_per_core", "speedup"):
+        for key in (
+            "decoded",
+            "cpu_s",
+            "wall_s",
+            "cpu_ms_per_frame",
+            "frames_per_s_per_core",
+            "cameras_per_core",
+            "speedup",
+        ):
             assert r[key] > 0, (r["mode"], key)
     assert runs["naive-ssim"]["speedup"] == 1.0
     assert doc["machine"]["cpu_count"] >= 1 and doc["machine"]["av"] and doc["machine"]["cv2"]

@@ -99,7 +99,9 @@ def test_env_overrides_yaml_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_env_overrides_reach_the_real_process(tmp_path: Path) -> None:
     video = need_video("car-detection.mp4")
-    cfg = write(tmp_path / "c.yaml", f"""
+    cfg = write(
+        tmp_path / "c.yaml",
+        f"""
 cameras:
   - id: cars
     source: {video}
@@ -108,7 +110,8 @@ gate:
   settle_s: 1.0
 log:
   dir: {tmp_path / "yaml-logs"}
-""")
+""",
+    )
     env_dir = tmp_path / "env-logs"
     proc = run_monitor("run", "--config", cfg, "--quiet", env={"MONITOR_LOG__DIR": str(env_dir)})
     assert proc.returncode == 0, proc.stderr
@@ -179,15 +182,20 @@ def test_run_with_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_duplicate_ids_alone(tmp_path: Path) -> None:
-    proc = run_monitor("check-config", write(tmp_path / "dup.yaml",
-                                             "cameras:\n  - {id: a, source: a.mp4}\n  - {id: a, source: b.mp4}\n"))
+    proc = run_monitor(
+        "check-config",
+        write(tmp_path / "dup.yaml", "cameras:\n  - {id: a, source: a.mp4}\n  - {id: a, source: b.mp4}\n"),
+    )
     assert proc.returncode == 2
     assert error_lines(proc, "config error") == [
-        "cameras.1.id: camera id 'a' is used twice (also cameras.0.id) (got 'a')"]
+        "cameras.1.id: camera id 'a' is used twice (also cameras.0.id) (got 'a')"
+    ]
 
 
 def test_per_camera_gate_override_error_names_the_camera_field(tmp_path: Path) -> None:
-    cfg = write(tmp_path / "gate.yaml", """
+    cfg = write(
+        tmp_path / "gate.yaml",
+        """
 cameras:
   - id: a
     source: a.mp4
@@ -201,7 +209,8 @@ cameras:
     gate: {min_region_fraction: 0.5}
 gate:
   settle_s: 1.0
-""")
+""",
+    )
     proc = run_monitor("check-config", cfg)
     assert proc.returncode == 2
     assert_no_traceback(proc)
@@ -251,7 +260,9 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 # -- secrets -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("password", ["TopSecret9", "p@ss@word"])
 def test_password_in_invalid_config_never_printed(tmp_path: Path, password: str) -> None:
-    cfg = write(tmp_path / "pw.yaml", f"""
+    cfg = write(
+        tmp_path / "pw.yaml",
+        f"""
 cameras:
   - id: "bad id"
     source: rtsp://admin:{password}@10.0.0.1/live
@@ -265,7 +276,8 @@ cameras:
 redis:
   url: 5
   extra: redis://:{password}@host:6379/0?password={password}
-""")
+""",
+    )
     for args in (("check-config", cfg), ("run", "--config", cfg)):
         proc = run_monitor(*args)
         assert proc.returncode == 2

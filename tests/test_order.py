@@ -23,9 +23,17 @@ class FakeClock:
 
 def _event(orderer: EventOrderer, camera: str, t: float) -> ChangeEvent:
     return ChangeEvent(
-        event_id=f"{camera}-{t}", camera=camera, seq=orderer.next_seq(camera), t_before=iso_utc(1e9),
-        t_after=iso_utc(1e9 + t), media_t_before=0.0, media_t_after=t, media_t_onset=t, text="x",
-        describer="embedded", latency_ms=0.0,
+        event_id=f"{camera}-{t}",
+        camera=camera,
+        seq=orderer.next_seq(camera),
+        t_before=iso_utc(1e9),
+        t_after=iso_utc(1e9 + t),
+        media_t_before=0.0,
+        media_t_after=t,
+        media_t_onset=t,
+        text="x",
+        describer="embedded",
+        latency_ms=0.0,
     )
 
 
@@ -37,8 +45,12 @@ camera_streams = st.dictionaries(
 
 
 @settings(max_examples=300, deadline=None)
-@given(streams=camera_streams, picks=st.lists(st.integers(0, 3), max_size=80),
-       waits=st.lists(st.floats(0.0, 3.0), max_size=80), window=st.floats(0.0, 2.0))
+@given(
+    streams=camera_streams,
+    picks=st.lists(st.integers(0, 3), max_size=80),
+    waits=st.lists(st.floats(0.0, 3.0), max_size=80),
+    window=st.floats(0.0, 2.0),
+)
 def test_per_camera_order_and_nothing_lost(streams, picks, waits, window):
     clock = FakeClock()
     orderer = EventOrderer(window, clock)
@@ -56,8 +68,9 @@ def test_per_camera_order_and_nothing_lost(streams, picks, waits, window):
         step += 1
     out += orderer.flush()
 
-    assert sorted(e.event_id for e in out) == sorted(f"{c}-{t}" for c, g in streams.items()
-                                                      for t in [sum(g[: i + 1]) for i in range(len(g))])
+    assert sorted(e.event_id for e in out) == sorted(
+        f"{c}-{t}" for c, g in streams.items() for t in [sum(g[: i + 1]) for i in range(len(g))]
+    )
     for cam, gaps in streams.items():
         mine = [e for e in out if e.camera == cam]
         assert [e.seq for e in mine] == list(range(1, len(gaps) + 1))

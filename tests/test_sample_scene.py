@@ -24,8 +24,9 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def _decode_gray(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
-        return [cv2.cvtColor(f.to_ndarray(format="bgr24"), cv2.COLOR_BGR2GRAY).astype(np.float32)
-                for f in c.decode(video=0)]
+        return [
+            cv2.cvtColor(f.to_ndarray(format="bgr24"), cv2.COLOR_BGR2GRAY).astype(np.float32) for f in c.decode(video=0)
+        ]
 
 
 def _box_px(box: list[float]) -> tuple[int, int, int, int]:
@@ -54,8 +55,18 @@ def test_truth_schema_and_timing(scene: tuple[Path, dict]) -> None:
     path, truth = scene
     on_disk = json.loads(path.with_name("clip.truth.json").read_text())
     assert on_disk == truth
-    assert set(truth) == {"video", "seed", "seconds", "fps", "width", "height", "events",
-                          "exposure_jumps", "drift", "present_intervals_s"}
+    assert set(truth) == {
+        "video",
+        "seed",
+        "seconds",
+        "fps",
+        "width",
+        "height",
+        "events",
+        "exposure_jumps",
+        "drift",
+        "present_intervals_s",
+    }
     assert (truth["video"], truth["seed"], truth["seconds"], truth["fps"]) == ("clip.mp4", SEED, SECONDS, FPS)
     assert (truth["width"], truth["height"]) == (W, H)
     assert truth["drift"] == {"amplitude": pytest.approx(0.08)}
@@ -90,7 +101,7 @@ def test_truth_schema_and_timing(scene: tuple[Path, dict]) -> None:
     # Parked/standing positions of different actors never overlap.
     boxes = [_box_px(k["arrived"]["box"]) for k in by_id.values()]
     for i, a in enumerate(boxes):
-        for b in boxes[i + 1:]:
+        for b in boxes[i + 1 :]:
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
 
 
@@ -111,7 +122,7 @@ def test_changes_visible_nuisance_quiet(scene: tuple[Path, dict]) -> None:
     outside = np.ones((H, W), bool)
     for e in truth["events"]:
         x0, y0, x1, y1 = _box_px(e["box"])
-        outside[max(0, y0 - 3): y1 + 3, max(0, x0 - 3): x1 + 3] = False
+        outside[max(0, y0 - 3) : y1 + 3, max(0, x0 - 3) : x1 + 3] = False
     assert outside.mean() > 0.5
     for e in truth["events"]:
         before = frames[round(e["t_start"] * FPS) - 1]
