@@ -53,22 +53,23 @@ class Exposure:
 
 
 def fit_exposure(img: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> Exposure:
-    """The gain and offset that bring `img` to `ref`'s exposure, fitted robustly: the fit is
-    redone on the 60 % of sampled pixels that agree best, so a large new object does not skew it."""
+    """The gain and offset that bring `img` to `ref`'s exposure, fitted robustly: quartiles give
+    a first estimate, then a least-squares fit on the 60 % of sampled pixels that agree best with
+    it, so a large new object does not skew it."""
     xq, yq = img.ravel()[idx], ref.ravel()[idx]
     (x25, x50, x75), (y25, y50, y75) = quartiles(xq), quartiles(yq)
     gain = (y75 - y25) / max(x75 - x25, 1.0)
     offset = y50 - gain * x50
+    # One least-squares refinement on the pixels the quartile estimate explains best.
     x, y = xq.astype(np.float32), yq.astype(np.float32)
-    cut = int(0.6 * (len(x) - 1))
-    for _ in range(2):
-        res = np.abs(y - (gain * x + offset))
-        keep = res <= np.partition(res, cut)[cut]
-        xs, ys = x[keep], y[keep]
-        var = float(xs.var()) if len(xs) >= 16 else 0.0
-        if var < 0.25:
-            break
-        gain = float(np.mean((xs - xs.mean()) * (ys - ys.mean()))) / var
+    res = np.abs(y - (gain * x + offset))
+    cut = int(0.6 * (len(res) - 1))
+    keep = res <= np.partition(res, cut)[cut]
+    xs, ys = x[keep], y[keep]
+    dx = xs - xs.mean()
+    var = float(dx @ dx)
+    if len(xs) >= 16 and var >= 0.25 * len(xs):
+        gain = float(dx @ (ys - ys.mean())) / var
         offset = float(ys.mean()) - gain * float(xs.mean())
     gain = float(np.clip(gain, 0.2, 5.0))
     return Exposure(gain, float(offset))
@@ -87,7 +88,8 @@ def shrink(grey: np.ndarray, width: int) -> np.ndarray:
     if w == width:
         return grey
     height = max(8, int(round(h * width / w)))
-    return cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+    # Less than 2x left after the pyramid: linear interpolation no longer aliases.
+    return cv2.resize(grey, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def polygon_mask(polygons: list[Polygon], shape: tuple[int, int]) -> np.ndarray:

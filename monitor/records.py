@@ -46,13 +46,18 @@ class Frame:
         """Full-resolution grey; straight from the luma plane when the decoder's frame is kept."""
         px = self.pixels
         if isinstance(px, np.ndarray):
-            return px if px.ndim == 2 else cv2.cvtColor(px, cv2.COLOR_BGR2GRAY)
-        if px.format.name in _LUMA_FIRST:
+            if px.ndim != 2:
+                return cv2.cvtColor(px, cv2.COLOR_BGR2GRAY)
+            view = px.view()
+        elif px.format.name in _LUMA_FIRST:
             # The Y plane is the grey image: view it in place instead of converting.
             plane = px.planes[0]
             rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-            return rows[:, : plane.width]
-        return px.to_ndarray(format="gray")
+            view = rows[:, : plane.width]
+        else:
+            return px.to_ndarray(format="gray")
+        view.setflags(write=False)  # a view of the frame's own pixels: the frame stays immutable
+        return view
 
 
 @dataclass(frozen=True, slots=True)

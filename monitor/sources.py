@@ -90,6 +90,9 @@ class VideoSource:
         self.label = mask_url(camera.source)
         self.network = is_network(camera.source)
         self._container: av.container.InputContainer | None = None
+        self._open_args: tuple[str, dict, dict] = (camera.source, {}, {})
+        self._kf_decoder: av.CodecContext | None = None
+        self._mode_reported = False
 
     # -- opening -------------------------------------------------------------------------
     def open(self) -> None:
@@ -112,6 +115,7 @@ class VideoSource:
                 raise SourceError(f"camera {cam.id}: no such file: {src}")
             elif os.path.isdir(src):
                 raise SourceError(f"camera {cam.id}: {src} is a folder without numbered images")
+        self._open_args = (src, options, kwargs)
         try:
             self._container = av.open(src, options=options, **kwargs)
         except av.FFmpegError as exc:
@@ -135,12 +139,14 @@ class VideoSource:
         container = self._container
         assert container is not None
         stream = container.streams.video[0]
-        ctx = stream.codec_context
-        ctx.thread_count = 1  # one core per camera scales best across many cameras
+        stream.codec_context.thread_count = 1  # one core per camera scales best across many cameras
         sampler = _Sampler(1.0 / self.camera.sample_fps, float(stream.average_rate or stream.guessed_rate or 25))
+        # Files: learn the keyframe interval from the packet index up front (no decoding), so
+        # keyframes-only decoding starts at the first frame. Streams learn it as they go.
+        key_gaps = [] if self.network else self._probe_keyframe_gaps()
         last_key: float | None = None
-        key_gaps: list[float] = []
-        keyframes_only = False
+        keyframes_only = self._choose_mode(key_gaps, sampler.interval, False)
+        decoder = self._keyframe_decoder(stream) if keyframes_only else stream.codec_context
         try:
             for packet in container.demux(stream):
                 if self.stop.is_set():
@@ -152,14 +158,18 @@ class VideoSource:
                     if last_key is not None and ptime > last_key:
                         key_gaps = [*key_gaps[-7:], ptime - last_key]
                     last_key = ptime
-                    keyframes_only = self._choose_mode(key_gaps, sampler.interval, keyframes_only, ctx)
+                    mode = self._choose_mode(key_gaps, sampler.interval, keyframes_only)
+                    if mode != keyframes_only:  # switch at a keyframe: either decoder can start here
+                        keyframes_only = mode
+                        decoder = self._keyframe_decoder(stream) if mode else stream.codec_context
                 if keyframes_only and (not packet.is_keyframe or not sampler.due(ptime)):
                     self.stats.skipped_packets += 1
                     continue
                 if ptime is not None:
                     sampler.last_packet_time = ptime
-                yield from self._sample(self._decode(packet), sampler)
-            yield from self._sample(self._decode(None), sampler)
+                yield from self._sample(self._decode(decoder, packet), sampler)
+            if not self.stop.is_set():
+                yield from self._sample(self._decode(decoder, None), sampler)
         except (av.FFmpegError, OSError) as exc:
             # A truncated or broken file ends the stream cleanly; the caller sees why.
             self.stats.corrupt += 1
@@ -170,12 +180,47 @@ class VideoSource:
             self.close()
         log.info("source_finished", camera=self.camera.id, **self.stats.__dict__)
 
-    def _decode(self, packet: av.Packet | None) -> list[av.VideoFrame]:
-        assert self._container is not None
+    def _probe_keyframe_gaps(self, max_packets: int = 400, max_seconds: float = 20.0) -> list[float]:
+        """Keyframe intervals at the start of a file, read from its packets only."""
+        src, options, kwargs = self._open_args
+        gaps: list[float] = []
         try:
-            if packet is None:
-                return self._container.streams.video[0].codec_context.decode(None)
-            return packet.decode()
+            with av.open(src, options=options, **kwargs) as probe:
+                stream = probe.streams.video[0]
+                first = last = None
+                for i, packet in enumerate(probe.demux(stream)):
+                    if packet.pts is None:
+                        continue
+                    t = float(packet.pts * packet.time_base)
+                    first = t if first is None else first
+                    if packet.is_keyframe:
+                        if last is not None and t > last:
+                            gaps.append(t - last)
+                        last = t
+                    if i >= max_packets or t - first > max_seconds or len(gaps) >= 8:
+                        break
+        except (av.FFmpegError, OSError):
+            return []  # the main read reports problems; the mode is then learned while reading
+        return gaps
+
+    def _keyframe_decoder(self, stream: av.video.stream.VideoStream) -> av.CodecContext:
+        """A second decoder that only ever sees keyframes: no reference frames are needed, and
+        the deblocking filter is skipped (about 20 % of an H.264 keyframe's decode time; the
+        gate works on a downscaled image where the blocking does not show)."""
+        if self._kf_decoder is None:
+            src = stream.codec_context
+            ctx = av.CodecContext.create(src.name, "r")
+            if src.extradata:
+                ctx.extradata = src.extradata
+            ctx.options = {"skip_loop_filter": "all"}
+            ctx.skip_frame = "NONKEY"
+            ctx.thread_count = 1
+            self._kf_decoder = ctx
+        return self._kf_decoder
+
+    def _decode(self, decoder: av.CodecContext, packet: av.Packet | None) -> list[av.VideoFrame]:
+        try:
+            return decoder.decode(packet)
         except av.FFmpegError:
             self.stats.corrupt += 1  # a corrupt packet costs one frame, not the stream
             return []
@@ -197,14 +242,15 @@ class VideoSource:
             yield Frame(self.camera.id, self.stats.sampled, round(rel, 6), wall, vf)
             self.stats.sampled += 1
 
-    def _choose_mode(self, gaps: list[float], interval: float, current: bool, ctx) -> bool:
+    def _choose_mode(self, gaps: list[float], interval: float, current: bool) -> bool:
+        """Keyframes-only when keyframes come at least as often as samples are needed."""
         if len(gaps) < _KEYFRAMES_NEEDED:
             return current
         gop = max(gaps)
         self.stats.keyframe_interval_s = round(gop, 3)
         wanted = self.keyframes and gop <= interval * 1.05
-        if wanted != current:
-            ctx.skip_frame = "NONKEY" if wanted else "DEFAULT"
+        if wanted != current or not self._mode_reported:
+            self._mode_reported = True
             self.stats.mode = "keyframes-only" if wanted else "all-frames"
             log.info(
                 "decode_mode",

@@ -57,3 +57,23 @@ def test_events_name_the_place_and_kind(scene):
         verb = "arrived" if t["kind"] == "arrived" else ("left" if region["label"] else "removed")
         assert verb in ev["text"] and direction(ev) == t["kind"]
     json.dumps(events)  # the log is plain JSON
+
+
+def test_masked_region_is_ignored(tmp_path):
+    video = tmp_path / "scene.mp4"
+    truth = render_sample_scene(video, seconds=60, seed=SEEDS[0])
+    hidden = truth["events"][0]
+    x, y, w, h = hidden["box"]
+    pad = 0.06
+    # Mask the actor's whole path: its resting box widened, down to the frame edge it came from.
+    x0, x1 = max(0.0, x - pad), min(1.0, x + w + pad)
+    polygon = [[x0, 0.0], [x1, 0.0], [x1, 1.0], [x0, 1.0]]
+    events = run_source(video, tmp_path / "logs", camera_id="lot", masks=[polygon])
+    for ev in events:
+        for r in ev["regions"]:
+            overlap = min(r["x"] + r["w"], x1) - max(r["x"], x0)
+            assert overlap <= 0.01, (ev["text"], r)
+    outside = [t for t in truth["events"] if not (x1 > t["box"][0] and t["box"][0] + t["box"][2] > x0)]
+    others = [t for t in outside if t["id"] != hidden["id"]]
+    matched, _ = match_events([(t["kind"], t["t_start"], t["t"]) for t in others], events)
+    assert None not in matched and others
