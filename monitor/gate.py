@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from monitor.config import GateConfig, Polygon
-from monitor.imaging import Exposure, fit_exposure, polygon_mask, shrink, ssim
+from monitor.imaging import Exposure, ExposureFitter, polygon_mask, shrink, ssim
 from monitor.records import ChangeCandidate, Frame, GateScores
 from monitor.regions import RegionFinder
 
@@ -36,6 +36,7 @@ class ChangeGate:
         self._n_valid = 1
         self._half_valid: np.ndarray | None = None  # `_valid` at half resolution
         self._idx: np.ndarray | None = None  # a sparse sample of valid pixels for statistics
+        self._fitter: ExposureFitter | None = None
         history = max(10, int(round(config.background_history_s * sample_fps)))
         # MOG2 learns each pixel's normal variation (noise, flicker, swaying leaves); a change
         # starts only where it agrees that pixels left their normal range.
@@ -72,7 +73,7 @@ class ChangeGate:
             return None
         assert self._ref_img is not None and self._prev_img is not None and self._regions is not None
 
-        to_ref = fit_exposure(img, self._ref_img, self._idx)
+        to_ref = self._fitter.fit(img, self._ref_img)
         cur = to_ref.apply(img)  # this frame with the reference's exposure
         to_model = to_ref.then(self._ref_to_model)
         in_model = to_model.apply(img)
@@ -80,10 +81,9 @@ class ChangeGate:
         if self._mog_frames % 4 == 0:
             self._update_noise(cur, self._prev_img)
         changed = self.changed_mask(cur, self._ref_img)
-        moving = self.changed_mask(cur, self._prev_img)
-        self._prev_img, prev_t, self._prev_t = cur, self._prev_t, t
         frac = cv2.countNonZero(changed.view(np.uint8)) / self._n_valid
-        motion = cv2.countNonZero(moving.view(np.uint8)) / self._n_valid
+        prev_img, prev_t = self._prev_img, self._prev_t
+        self._prev_img, self._prev_t = cur, t
 
         if self._onset is None:
             self._regions.learn(in_model, changed)
@@ -94,6 +94,8 @@ class ChangeGate:
         if self._peak is None or frac >= self._peak[0]:
             self._peak = (frac, frame, cur)
 
+        # Motion since the previous frame matters only while a change is under way.
+        motion = cv2.countNonZero(self.changed_mask(cur, prev_img).view(np.uint8)) / self._n_valid
         still = motion <= max(self.cfg.still_fraction, 0.25 * frac)
         # Still since the previous frame: nothing moved between it and this one.
         self._still_since = (self._still_since if self._still_since is not None else prev_t) if still else None
@@ -106,15 +108,16 @@ class ChangeGate:
 
     # -- helpers -------------------------------------------------------------------------
     def working_image(self, image: np.ndarray) -> np.ndarray:
-        """Small, grey and lightly denoised (`image` is grey or BGR)."""
+        """Small and grey (`image` is grey or BGR)."""
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         small = shrink(grey, min(self.cfg.working_width, grey.shape[1]))
         if self._valid is None or self._valid.shape != small.shape:
             self._valid = ~polygon_mask(self._masks, small.shape)
             self._n_valid = max(1, int(self._valid.sum()))
             self._idx = np.flatnonzero(self._valid.ravel())[::17]
+            self._fitter = ExposureFitter(self._idx)
             self._half_valid = cv2.pyrDown(self._valid.astype(np.uint8) * 255) > 127
-        return cv2.GaussianBlur(small, (3, 3), 0)
+        return small  # the pyramid already low-passed it
 
     def _background_foreground(self, in_model: np.ndarray) -> None:
         # Half resolution: a quarter of the cost, and the mask is only a confirmation.
@@ -154,15 +157,20 @@ class ChangeGate:
         self._noise = 0.9 * self._noise + 0.1 * min(max(sigma, 0.5), 20.0)
 
     def _starts_change(self, frac: float, changed: np.ndarray, cur: np.ndarray, t: float) -> bool:
-        confirmed = cv2.countNonZero((changed & self.foreground).view(np.uint8)) / self._n_valid
-        if frac >= self.cfg.fire_fraction and confirmed >= 0.5 * self.cfg.fire_fraction:
-            return self._regions.has_region(changed)
+        if frac >= self.cfg.fire_fraction:
+            confirmed = cv2.countNonZero((changed & self.foreground).view(np.uint8)) / self._n_valid
+            if confirmed >= 0.5 * self.cfg.fire_fraction:
+                return self._regions.has_region(changed)
         # A global structural change (camera knocked, lens covered) with few "changed" pixels:
         # checked every few seconds, at half resolution, which is plenty for that verdict.
         if t < self._ssim_due:
             return False
         self._ssim_due = t + _SSIM_EVERY_S
-        return ssim(cv2.pyrDown(cur), cv2.pyrDown(self._ref_img), self._half_valid) < self.cfg.ssim_threshold
+        return self._half_ssim(cur, self._ref_img) < self.cfg.ssim_threshold
+
+    def _half_ssim(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Whole-frame SSIM at half the working resolution (a quarter of the cost)."""
+        return ssim(cv2.pyrDown(a), cv2.pyrDown(b), self._half_valid)
 
     def _finish(
         self, frame: Frame, img: np.ndarray, cur: np.ndarray, to_model: Exposure, changed: np.ndarray, frac: float
@@ -192,5 +200,5 @@ class ChangeGate:
         if not regions:  # nothing large enough, or only a known thing shifting in place
             return None
         self._cooldown_until = frame.media_time + self.cfg.cooldown_s
-        scores = GateScores(ssim=round(ssim(after_img, before_img, self._valid), 4), changed_fraction=round(frac, 5))
+        scores = GateScores(ssim=round(self._half_ssim(after_img, before_img), 4), changed_fraction=round(frac, 5))
         return ChangeCandidate(self.camera_id, before, after, onset, tuple(regions), scores, transient)

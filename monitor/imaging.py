@@ -52,6 +52,24 @@ class Exposure:
         return Exposure(1.0 / self.gain, -self.offset / self.gain)
 
 
+class ExposureFitter:
+    """`fit_exposure` against one reference, reusing the last fit while the frame's quartiles
+    stay within a grey level of the last fitted frame's (a static scene: most frames)."""
+
+    def __init__(self, idx: np.ndarray):
+        self.idx = idx
+        self._ref: np.ndarray | None = None
+        self._last: tuple[tuple[float, float, float], Exposure] | None = None
+
+    def fit(self, img: np.ndarray, ref: np.ndarray) -> Exposure:
+        q = quartiles(img.ravel()[self.idx])
+        if self._ref is ref and self._last is not None and max(abs(a - b) for a, b in zip(q, self._last[0])) <= 1:
+            return self._last[1]
+        exposure = fit_exposure(img, ref, self.idx)
+        self._ref, self._last = ref, (q, exposure)
+        return exposure
+
+
 def fit_exposure(img: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> Exposure:
     """The gain and offset that bring `img` to `ref`'s exposure, fitted robustly: quartiles give
     a first estimate, then a least-squares fit on the 60 % of sampled pixels that agree best with
