@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--video", type=Path, action="append", help="footage (repeatable; default: shared footage)")
     b.add_argument("--sample-fps", type=float, default=1.0)
     b.add_argument("--json", type=Path, help="also write the results here")
+    b.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
     b.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
     b.set_defaults(func=cmd_bench)
     return p

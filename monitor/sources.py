@@ -147,13 +147,14 @@ class VideoSource:
         last_key: float | None = None
         keyframes_only = self._choose_mode(key_gaps, sampler.interval, False)
         decoder = self._keyframe_decoder(stream) if keyframes_only else stream.codec_context
+        time_base = float(stream.time_base)  # a float: Fraction arithmetic per packet is slow
         try:
             for packet in container.demux(stream):
                 if self.stop.is_set():
                     break
                 if packet.pts is None and packet.size == 0:
                     continue  # the demuxer's end marker; the decoder is flushed below
-                ptime = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                ptime = packet.pts * time_base if packet.pts is not None else None
                 if packet.is_keyframe and ptime is not None:
                     if last_key is not None and ptime > last_key:
                         key_gaps = [*key_gaps[-7:], ptime - last_key]
