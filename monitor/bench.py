@@ -22,6 +22,7 @@ import re
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import av
@@ -263,11 +264,11 @@ def bench_gate(args) -> int:
         runs: list[Run] = []
         for path in videos:
             # Best of `repeat` runs each (as timeit does): the least disturbed by the rest of the machine.
-            naive = _best(lambda: run_naive(path, sample_fps, seconds, structural_similarity), repeat)
+            naive = _best(partial(run_naive, path, sample_fps, seconds, structural_similarity), repeat)
             group = [
                 naive,
-                _best(lambda: run_ours(path, sample_fps, seconds, True), repeat),
-                _best(lambda: run_ours(path, sample_fps, seconds, False), repeat),
+                _best(partial(run_ours, path, sample_fps, seconds, True), repeat),
+                _best(partial(run_ours, path, sample_fps, seconds, False), repeat),
             ]
             for r in group:
                 r.derive(sample_fps)
