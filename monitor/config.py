@@ -39,7 +39,7 @@ CheckedPolygon = Annotated[Polygon, AfterValidator(_check_polygon)]  # errors na
 class GateConfig(Strict):
     """Thresholds of the change gate. Cameras may override any of them."""
 
-    working_width: int = Field(320, ge=64, le=1920, description="width of the gate's working image, px")
+    working_width: int = Field(256, ge=64, le=1920, description="width of the gate's working image, px")
     pixel_threshold: float = Field(18.0, gt=0, le=255, description="minimum grey-level difference of a changed pixel")
     noise_sigmas: float = Field(4.0, gt=0, description="changed pixel: difference > this many noise sigmas")
     fire_fraction: float = Field(0.0025, gt=0, lt=1, description="changed fraction that starts a change")

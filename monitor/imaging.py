@@ -54,7 +54,8 @@ class Exposure:
 
 class ExposureFitter:
     """`fit_exposure` against one reference, reusing the last fit while the frame's quartiles
-    stay within a grey level of the last fitted frame's (a static scene: most frames)."""
+    stay within two grey levels of the last fitted frame's (a static scene, or a small object
+    moving: most frames). An exposure change moves all three quartiles much further."""
 
     def __init__(self, idx: np.ndarray):
         self.idx = idx
@@ -63,7 +64,7 @@ class ExposureFitter:
 
     def fit(self, img: np.ndarray, ref: np.ndarray) -> Exposure:
         q = quartiles(img.ravel()[self.idx])
-        if self._ref is ref and self._last is not None and max(abs(a - b) for a, b in zip(q, self._last[0])) <= 1:
+        if self._ref is ref and self._last is not None and max(abs(a - b) for a, b in zip(q, self._last[0])) <= 2:
             return self._last[1]
         exposure = fit_exposure(img, ref, self.idx)
         self._ref, self._last = ref, (q, exposure)

@@ -44,6 +44,7 @@ class RegionFinder:
         h, w = first_img.shape
         self.frame_px = float(h * w)
         k = max(3, (w // 40) | 1)  # merge the parts of one object (head and body, car and roof)
+        self._last_components: tuple[np.ndarray, list] | None = None
         self._merge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
 
     def learn(self, img: np.ndarray, changed: np.ndarray) -> None:
@@ -60,16 +61,19 @@ class RegionFinder:
 
     def components(self, changed: np.ndarray) -> list[tuple[Box, np.ndarray, float]]:
         """(box, pixel mask, area fraction) of each large enough connected change."""
-        binary = changed.astype(np.uint8)
-        merged = cv2.dilate(binary, self._merge)
+        if self._last_components is not None and self._last_components[0] is changed:
+            return self._last_components[1]  # the gate asks twice about the same mask
+        merged = cv2.dilate(changed.view(np.uint8), self._merge)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(merged, connectivity=8)
+        min_px = self.cfg.min_region_fraction * self.frame_px
         out = []
-        for i in range(1, n):
-            x, y, w, h, _ = (int(v) for v in stats[i])
+        for i in np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= min_px) + 1:
+            x, y, w, h, _ = (int(v) for v in stats[i])  # the merged area bounds the changed area
             pixels = (labels[y : y + h, x : x + w] == i) & changed[y : y + h, x : x + w]
             area = float(pixels.sum()) / self.frame_px
             if area >= self.cfg.min_region_fraction:
                 out.append(((x, y, w, h), pixels, area))
+        self._last_components = (changed, out)
         return out
 
     def has_region(self, changed: np.ndarray) -> bool:
