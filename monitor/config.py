@@ -103,8 +103,40 @@ class LogConfig(Strict):
 
 
 class RedisConfig(Strict):
-    url: str | None = Field(None, description="redis:// or rediss:// URL; unset = no Redis")
-    prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.:-]+$")
+    """Redis streams output (at-least-once, ordered per camera, idempotent)."""
+
+    url: str | None = Field(None, description="redis:// or rediss:// URL (user:password@ allowed); unset = no Redis")
+    password_file: Path | None = Field(None, description="file holding the password (systemd credential)")
+    prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.:-]+$", description="stream key prefix")
+    maxlen: int = Field(100_000, ge=100, description="approximate MAXLEN of each stream")
+    per_camera_streams: bool = Field(False, description="also write <prefix>:events:<camera>")
+    spool_dir: Path | None = Field(None, description="on-disk spool; default <log.dir>/spool")
+    spool_max_bytes: int = Field(100_000_000, ge=4096, description="spool size bound; oldest dropped beyond")
+    connect_timeout_s: float = Field(5.0, gt=0, description="connect/socket timeout")
+    backoff_max_s: float = Field(30.0, gt=0, description="reconnect backoff cap")
+
+
+class AlertRule(Strict):
+    """Which events also go to <prefix>:alerts. Every condition given must hold."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="named in each alert entry")
+    cameras: list[str] = Field(default_factory=list, description="camera ids; empty = all cameras")
+    zones: list[str] = Field(default_factory=list, description="a region must touch one of these zones")
+    keywords: list[str] = Field(default_factory=list, description="any of these words in the text")
+    regex: str | None = Field(None, description="the text must match this regular expression")
+    labels: list[str] = Field(default_factory=list, description="a region label among these (person, vehicle)")
+    min_changed_fraction: float = Field(0.0, ge=0, le=1, description="scores.changed_fraction at least this")
+    cooldown_s: float = Field(0.0, ge=0, description="per camera: at most one alert of this rule per period")
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
 
 
 class MonitorSettings(BaseSettings):
@@ -117,6 +149,7 @@ class MonitorSettings(BaseSettings):
     describer: DescriberConfig = Field(default_factory=DescriberConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    alerts: list[AlertRule] = Field(default_factory=list)
 
     @model_validator(mode="wrap")
     @classmethod
