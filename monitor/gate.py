@@ -1,11 +1,12 @@
 """The change gate: decides, cheaply, when a camera's scene changed enough to describe.
 
-Each sampled frame is shrunk to a small grey working image and normalised for brightness and
-contrast (auto-exposure and clouds change every pixel but no structure). It is compared with the
-*reference*, the last frame that was described, so slow changes accumulate instead of slipping
-through frame-to-frame comparisons. A change starts when enough pixels differ by more than the
-measured sensor noise; it ends when the scene has been still for `settle_s` (or after
-`max_wait_s`), and the whole change becomes one `ChangeCandidate`.
+Each sampled frame is shrunk to a small grey working image and fitted (gain and offset) to the
+exposure of the *reference*, the last frame that was described: auto-exposure and clouds change
+every pixel but no structure, and slow changes accumulate against the reference instead of
+slipping through frame-to-frame comparisons. A change starts when enough pixels differ by more
+than the measured sensor noise and a MOG2 background model agrees they left their normal range;
+it ends when the scene has been still for `settle_s` (or after `max_wait_s`), and the whole
+change becomes one `ChangeCandidate`.
 """
 
 from __future__ import annotations
