@@ -1,4 +1,4 @@
-"""`monitor` command line: run, check-config, tail, sample, bench."""
+"""`monitor` command line: run, check-config, tail, alerts, sample, bench."""
 
 from __future__ import annotations
 
@@ -55,9 +55,26 @@ def demo_video() -> Path:
     return path
 
 
+def _narrow_config(data: dict[str, Any], cam: dict[str, Any]) -> tuple[dict[str, Any], list]:
+    """`run --source` with `--config`: the one camera replaces the config's cameras. A config
+    camera of the same id lends it its masks, zones and gate overrides; the alert rules that
+    can still apply are kept."""
+    for known in data.get("cameras") or []:
+        if isinstance(known, dict) and known.get("id") == cam["id"]:
+            cam = {**known, **cam}
+    zones = {z.get("name") for z in cam.get("zones") or [] if isinstance(z, dict)}
+    keep = []
+    for rule in data.get("alerts") or []:
+        if not isinstance(rule, dict):
+            keep.append(rule)  # let validation name the problem
+        elif (not rule.get("cameras") or cam["id"] in rule["cameras"]) and set(rule.get("zones") or []) <= zones:
+            keep.append({**rule, "cameras": [cam["id"]]} if rule.get("cameras") else rule)
+    return cam, keep
+
+
 # -- subcommands ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.config import load_settings
+    from monitor.config import load_settings, read_yaml
     from monitor.daemon import Monitor
 
     overrides: dict[str, Any] = {}
@@ -71,7 +88,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             cam["sample_fps"] = args.sample_fps
         if args.image_fps is not None:
             cam["image_fps"] = args.image_fps
+        if args.config is not None:
+            cam, overrides["alerts"] = _narrow_config(read_yaml(args.config), cam)
         overrides["cameras"] = [cam]
+    if args.redis:
+        overrides["redis"] = {"url": args.redis}
     settings = load_settings(args.config, **overrides)
     if args.log_dir is not None:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"dir": args.log_dir})})
@@ -109,9 +130,38 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    if args.redis:
+        from monitor.consumers import tail_redis
+
+        args.redis = _redis_url(args.redis)
+        return tail_redis(
+            args.redis, args.prefix, follow=args.follow, camera=args.camera, as_json=args.json, lines=args.lines
+        )
     from monitor.tail import tail
 
     return tail(args.log_dir, follow=args.follow, camera=args.camera, as_json=args.json, lines=args.lines)
+
+
+def _redis_url(value: str | None) -> str:
+    url = os.environ.get("MONITOR_REDIS__URL") if value in (None, "env") else value
+    if not url:
+        raise MonitorError("no Redis URL: give --redis URL or set MONITOR_REDIS__URL")
+    return url
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from monitor.consumers import consume_alerts
+
+    args.redis = _redis_url(args.redis)
+    return consume_alerts(
+        args.redis,
+        args.prefix,
+        group=args.group,
+        consumer=args.consumer,
+        claim_idle_ms=args.claim_idle_ms,
+        as_json=args.json,
+        count=args.count,
+    )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -123,12 +173,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "redis":
+        from monitor.bench_redis import bench_redis
+
+        return bench_redis(args)
     from monitor.bench import bench_gate
 
     return bench_gate(args)
 
 
 # -- parser --------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Video-surveillance change monitor.")
     p.add_argument(
@@ -154,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--realtime", action="store_true", help="pace file sources at their real speed")
     r.add_argument("--demo", action="store_true", help="run on the built-in synthetic sample scene")
     r.add_argument("--quiet", action="store_true", help="do not echo the change log to stdout")
+    r.add_argument("--redis", metavar="URL", help="also deliver events to Redis streams (sets redis.url)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config file and list every error")
@@ -166,7 +231,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print the JSON lines")
     t.add_argument("-n", "--lines", type=int, default=20, help="how many past events (0 = all)")
     t.add_argument("--log-dir", type=Path, default=Path("./monitor-logs"))
+    t.add_argument(
+        "--redis", metavar="URL", help="read <prefix>:events instead of --log-dir; 'env' = $MONITOR_REDIS__URL"
+    )
+    t.add_argument("--prefix", default="monitor", help="Redis stream key prefix (default monitor)")
     t.set_defaults(func=cmd_tail)
+
+    a = sub.add_parser(
+        "alerts",
+        help="print alerts from Redis as a consumer group member",
+        description="Read <prefix>:alerts as consumer C of group G: print each alert, then XACK it; "
+        "take over alerts left unacknowledged by dead consumers.",
+    )
+    a.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get("MONITOR_REDIS__URL"),
+        help="redis:// or rediss:// URL (default: $MONITOR_REDIS__URL, which keeps the password out of ps)",
+    )
+    a.add_argument("--prefix", default="monitor", help="stream key prefix (default monitor)")
+    a.add_argument("--group", default="monitor-alerts", help="consumer group (default monitor-alerts)")
+    a.add_argument("--consumer", help="this consumer's name, unique per running consumer (default: host name)")
+    a.add_argument("--json", action="store_true", help="print one JSON object per alert")
+    a.add_argument(
+        "--claim-idle-ms",
+        type=_positive_int,
+        default=30_000,
+        metavar="MS",
+        help="take over alerts pending longer than this in other consumers (default 30000)",
+    )
+    a.add_argument("--count", type=_positive_int, metavar="N", help="exit after N alerts")
+    a.set_defaults(func=cmd_alerts)
 
     s = sub.add_parser("sample", help="render the synthetic sample scene (+ truth JSON)")
     s.add_argument("out", type=Path, help="output .mp4")
@@ -175,12 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("bench", help="benchmarks that print a table and JSON")
-    b.add_argument("what", choices=["gate"], help="what to measure")
+    b.add_argument("what", choices=["gate", "redis"], help="what to measure")
     b.add_argument("--video", type=Path, action="append", help="footage (repeatable; default: shared footage)")
     b.add_argument("--sample-fps", type=float, default=1.0)
     b.add_argument("--json", type=Path, help="also write the results here")
     b.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
     b.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
+    b.add_argument("--events", type=int, default=5000, help="redis: events per measurement (default 5000)")
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -190,8 +190,11 @@ def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
         return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
 
     cameras = data.get("cameras")
+    rules = data.get("alerts")
+    rules = list(map(plain, rules)) if isinstance(rules, list | tuple) else []
+    alert_errors = _alert_rule_errors(rules, cameras, plain)
     if not isinstance(cameras, list | tuple):
-        return []
+        return alert_errors
     errors: list[dict[str, Any]] = []
     first_index: dict[str, int] = {}
     base = plain(data.get("gate"))
@@ -219,6 +222,61 @@ def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
                 if loc and loc[0] not in override:
                     continue  # a bad global gate value: reported under gate.*
                 errors.append({**err, "loc": ("cameras", i, "gate", *loc)})
+    return errors + alert_errors
+
+
+def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[str, Any]]:
+    """Each rule's cameras must exist, and each of its zones on at least one of its cameras
+    (on some camera when the rule names none); rule names must be unique."""
+    zones_of: dict[str, set[str]] = {}
+    for cam in map(plain, cameras if isinstance(cameras, list | tuple) else []):
+        if isinstance(cam, dict) and isinstance(cam.get("id"), str):
+            zones = cam.get("zones") if isinstance(cam.get("zones"), list | tuple) else []
+            names = {z.get("name") for z in map(plain, zones) if isinstance(z, dict)}
+            zones_of.setdefault(cam["id"], set()).update(n for n in names if isinstance(n, str))
+
+    def error(loc: tuple, kind: str, msg: str, value: Any) -> dict[str, Any]:
+        return {"type": PydanticCustomError(kind, msg), "loc": loc, "input": value}
+
+    errors: list[dict[str, Any]] = []
+    first_name: dict[str, int] = {}
+    known = ", ".join(zones_of) or "none"
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in first_name:
+                msg = f"alert rule name {name!r} is used twice (also alerts.{first_name[name]}.name)"
+                errors.append(error(("alerts", i, "name"), "duplicate_rule", msg, name))
+            else:
+                first_name.setdefault(name, i)
+        rule_cams = rule.get("cameras") if isinstance(rule.get("cameras"), list | tuple) else []
+        scope: list[str] = []
+        for j, cam_id in enumerate(rule_cams):
+            if not isinstance(cam_id, str):
+                continue
+            if cam_id in zones_of:
+                scope.append(cam_id)
+            else:
+                msg = f"unknown camera {cam_id!r} (cameras: {known})"
+                errors.append(error(("alerts", i, "cameras", j), "unknown_camera", msg, cam_id))
+        if rule_cams and not scope:
+            continue  # every named camera is unknown: already reported
+        scope = scope or list(zones_of)
+        rule_zones = rule.get("zones") if isinstance(rule.get("zones"), list | tuple) else []
+        for j, zone in enumerate(rule_zones):
+            if not isinstance(zone, str) or any(zone in zones_of[c] for c in scope):
+                continue
+            if len(scope) == 1:
+                where = f"camera {scope[0]!r}"
+            elif rule_cams:
+                where = f"any of the cameras {', '.join(scope)}"
+            else:
+                where = "any camera"
+            defined = sorted(set().union(*(zones_of[c] for c in scope))) if scope else []
+            msg = f"zone {zone!r} is not defined on {where} (zones: {', '.join(defined) or 'none'})"
+            errors.append(error(("alerts", i, "zones", j), "unknown_zone", msg, zone))
     return errors
 
 

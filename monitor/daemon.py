@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 import structlog
@@ -16,7 +18,7 @@ from monitor.errors import MonitorError, SourceError
 from monitor.gate import ChangeGate
 from monitor.order import EventOrderer
 from monitor.records import ChangeCandidate, ChangeEvent, RegionOut, ScoresOut, iso_utc, make_event_id
-from monitor.sinks import LogFileSink
+from monitor.sinks import JSONL_NAME, LogFileSink
 from monitor.sources import SourceStats, VideoSource
 
 log = structlog.get_logger("monitor.daemon")
@@ -56,6 +58,12 @@ class Monitor:
         self.stop_event = threading.Event()
         self.sink = LogFileSink(settings.log, echo=echo)
         self.orderer = EventOrderer(settings.log.reorder_window_s)
+        self.redis = None
+        if settings.redis.url:
+            from monitor.alerts import AlertRules
+            from monitor.redis_sink import RedisSink
+
+            self.redis = RedisSink.from_settings(settings, AlertRules(settings.alerts, settings.cameras))
         # Bounded so a stalled describer holds readers back instead of growing memory.
         self._candidates: queue.Queue = queue.Queue(maxsize=256)
         self.cameras = [
@@ -73,6 +81,7 @@ class Monitor:
     def run(self) -> RunResult:
         if not self.cameras:
             raise MonitorError("no cameras configured (give --source or a config with cameras:)")
+        self._continue_seqs()
         for run in self.cameras:
             run.thread = threading.Thread(
                 target=self._read_camera, args=(run,), name=f"camera-{run.camera.id}", daemon=True
@@ -86,19 +95,47 @@ class Monitor:
                 cands = [c for c in batch if c is not _DONE]
                 if cands:
                     self._describe(cands)
-                for event in self.orderer.pop_ready():
-                    self.sink.write(event)
+                self._emit(self.orderer.pop_ready())
         finally:
             self.stop_event.set()
-            for event in self.orderer.flush():
-                self.sink.write(event)
-            self.sink.close()
+            try:
+                self._emit(self.orderer.flush())
+            finally:
+                self.sink.close()
+                if self.redis is not None:
+                    self.redis.close()
         result = RunResult(events=self.sink.written)
         for run in self.cameras:
             result.cameras[run.camera.id] = run.source.stats
             if run.error:
                 result.errors[run.camera.id] = run.error
         return result
+
+    def _emit(self, events: list[ChangeEvent]) -> None:
+        if not events:
+            return
+        if self.redis is not None:
+            self.redis.write_many(events)  # into the durable spool first, then the log files
+        for event in events:
+            self.sink.write(event)
+
+    def _continue_seqs(self) -> None:
+        """A restarted daemon continues each camera's seq after the highest it already produced
+        (log files, the Redis spool, Redis' delivered hash), so numbering never restarts at 1:
+        the Redis idempotency check relies on it, and so does anyone reading the log."""
+        last = last_logged_seqs(self.settings.log.dir)
+        sources = [last]
+        if self.redis is not None:
+            sources.append(self.redis.spool.last_seqs() if self.redis.spool is not None else {})
+            sources.append(self.redis.start())  # {} when Redis is unreachable now
+        merged: dict[str, int] = {}
+        for src in sources:
+            for cam, seq in src.items():
+                merged[cam] = max(merged.get(cam, 0), seq)
+        for cam, seq in merged.items():
+            self.orderer.set_start(cam, seq)
+        if merged:
+            log.debug("seq_continued", last=merged)
 
     def _next_batch(self) -> list:
         try:
@@ -157,3 +194,24 @@ class Monitor:
             # From the gate's decision to the finished sentence (queueing + describing).
             latency_ms=round((time.time() - cand.detected_at) * 1000.0, 1),
         )
+
+
+_SEQ_RE = re.compile(rb'"camera":\s*"([^"]+)",\s*"seq":\s*(\d+)')
+
+
+def last_logged_seqs(log_dir: Path) -> dict[str, int]:
+    """Highest seq per camera in `changes.jsonl` and its rotated copies `changes.jsonl.N`."""
+    paths = [log_dir / JSONL_NAME, *log_dir.glob(JSONL_NAME + ".*")]
+    out: dict[str, int] = {}
+    for path in paths:
+        if path != log_dir / JSONL_NAME and not path.name.rsplit(".", 1)[-1].isdigit():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for m in _SEQ_RE.finditer(data):
+            cam, seq = m.group(1).decode(), int(m.group(2))
+            if seq > out.get(cam, 0):
+                out[cam] = seq
+    return out

@@ -174,3 +174,55 @@ def test_sample_writes_video_and_truth(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     truth = json.loads(out.with_suffix(".truth.json").read_text())
     assert truth["seed"] == 4 and truth["seconds"] == 15 and out.stat().st_size > 10_000
+
+
+def test_source_with_a_config_keeps_what_still_applies(scenes, tmp_path):
+    """`run --source` replaces the config's cameras; a same-id camera lends its zones, and alert
+    rules for cameras that are gone no longer block the run."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "cameras": [
+                    {
+                        "id": "gate",
+                        "source": "/nonexistent.mp4",
+                        "zones": [{"name": "drive", "polygon": [[0, 0], [1, 0], [1, 1]]}],
+                    },
+                ],
+                "alerts": [
+                    {"name": "in-drive", "cameras": ["gate"], "zones": ["drive"]},
+                    {"name": "any", "keywords": ["arrived"]},
+                ],
+            }
+        )
+    )
+    other = run_monitor(
+        "run",
+        "--config",
+        cfg,
+        "--source",
+        scenes[0],
+        "--camera-id",
+        "yard",
+        "--log-dir",
+        tmp_path / "a",
+        "--quiet",
+        timeout=120,
+    )
+    assert other.returncode == 0, other.stderr
+    same = run_monitor(
+        "run",
+        "--config",
+        cfg,
+        "--source",
+        scenes[0],
+        "--camera-id",
+        "gate",
+        "--log-dir",
+        tmp_path / "b",
+        "--quiet",
+        timeout=120,
+    )
+    assert same.returncode == 0, same.stderr
+    assert read_events(tmp_path / "b") and {e["camera"] for e in read_events(tmp_path / "b")} == {"gate"}

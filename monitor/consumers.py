@@ -1,0 +1,332 @@
+"""Redis stream readers: `monitor tail --redis` (the events stream) and `monitor alerts`
+(a consumer group on the alerts stream).
+
+Stream layout (written by the Redis sink):
+
+- `<prefix>:events`: one entry per event: `event_id`, `camera`, `seq`, `kind`, `t_after`,
+  `text`, `json` (the whole event as in changes.jsonl);
+- `<prefix>:alerts`: one entry per (event, fired rule): `rule` and the same fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+import redis
+
+from monitor.errors import MonitorError, mask_secrets, mask_url
+from monitor.records import ChangeEvent
+
+PAGE = 500  # entries per XRANGE/XREVRANGE page
+BLOCK_MS = 1000  # longest blocking read: how soon a stop request is noticed
+Entry = tuple[str, dict[str, str]]
+
+
+# -- connection ------------------------------------------------------------------------------
+def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
+    """A checked connection (PING); any failure is one MonitorError line, password masked."""
+    try:
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s + BLOCK_MS / 1000,  # longer than a blocking read
+            health_check_interval=0,
+        )
+        client.ping()
+    except ValueError as exc:  # a malformed URL
+        raise MonitorError(f"bad Redis URL {mask_url(url)}: {mask_secrets(str(exc))}") from None
+    except redis.RedisError as exc:
+        raise redis_error(url, exc) from None
+    return client
+
+
+def redis_error(url: str, exc: BaseException) -> MonitorError:
+    what = "authentication failed" if isinstance(exc, redis.AuthenticationError) else "cannot reach Redis"
+    if isinstance(exc, redis.ResponseError) and not isinstance(exc, redis.AuthenticationError):
+        what = "Redis error"
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "HELLO must be called" in str(exc):
+            what = "authentication failed"
+    detail = mask_secrets(str(exc).strip()) or type(exc).__name__
+    return MonitorError(f"{what} at {mask_url(url)}: {detail}")
+
+
+class _Stop:
+    """SIGINT/SIGTERM set a flag, checked between blocking reads (at most BLOCK_MS apart), so an
+    entry is never left half-handled (printed but not acknowledged) by a normal stop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, *_: Any) -> None:
+        self.requested = True
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_Stop]:
+    stop = _Stop()
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread: the caller stops us some other way
+            pass
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stream_entries(reply: Any) -> list[Entry]:
+    """Entries of an XREAD/XREADGROUP reply for one stream (RESP2 list or RESP3 dict)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        out: list[Entry] = []
+        for value in reply.values():
+            out.extend(value[0] if value and isinstance(value[0], list) else value)
+        return out
+    return [entry for _key, entries in reply for entry in entries]
+
+
+def _closed_stdout() -> int:
+    """The reader of our output went away (`| head`): exit quietly, without a flush error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _emit(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+# -- tail ----------------------------------------------------------------------------------------
+def format_event(fields: dict[str, str], as_json: bool) -> str:
+    """The change-log line (or the event's JSON) of an events-stream entry."""
+    raw = fields.get("json")
+    if as_json:
+        return raw if raw else json.dumps(fields, separators=(",", ":"))
+    if raw:
+        try:
+            return ChangeEvent.model_validate_json(raw).line()
+        except ValueError:
+            pass
+    return f"{fields.get('t_after', '')[11:19]} {fields.get('camera', '?')}: {fields.get('text', '')}"
+
+
+def _last_entries(client: redis.Redis, key: str, n: int, keep: Callable[[dict[str, str]], bool]) -> list[Entry]:
+    """The last n entries that `keep` accepts (n = 0: all), oldest first, paging backwards."""
+    found: deque[Entry] = deque()
+    upper = "+"
+    while True:
+        page = client.xrevrange(key, max=upper, min="-", count=PAGE)
+        for entry_id, fields in page:
+            if keep(fields):
+                found.appendleft((entry_id, fields))
+                if n and len(found) >= n:
+                    return list(found)
+        if len(page) < PAGE:
+            return list(found)
+        upper = "(" + page[-1][0]
+
+
+def tail_redis(
+    url: str,
+    prefix: str = "monitor",
+    follow: bool = False,
+    camera: str | None = None,
+    as_json: bool = False,
+    lines: int = 20,
+    out: TextIO | None = None,
+) -> int:
+    """Print the last `lines` events of `<prefix>:events` (0 = all); with `follow`, then every
+    new one as it arrives (XREAD BLOCK after the newest entry seen at start: nothing added in
+    between is missed)."""
+    out = out or sys.stdout
+    key = f"{prefix}:events"
+    client = connect(url)
+
+    def keep(fields: dict[str, str]) -> bool:
+        return camera is None or fields.get("camera") == camera
+
+    try:
+        if not follow and not client.exists(key):
+            raise MonitorError(f"no stream {key} at {mask_url(url)} (is --prefix right?)")
+        newest = client.xrevrange(key, count=1)
+        last_id = newest[0][0] if newest else "0-0"
+        for _entry_id, fields in _last_entries(client, key, lines, keep) if newest else []:
+            _emit(out, format_event(fields, as_json))
+        if not follow:
+            return 0
+        with _stop_on_signals() as stop:
+            while not stop.requested:
+                reply = client.xread({key: last_id}, count=PAGE, block=BLOCK_MS)
+                for entry_id, fields in _stream_entries(reply):
+                    last_id = entry_id
+                    if keep(fields):
+                        _emit(out, format_event(fields, as_json))
+        return 0
+    except redis.RedisError as exc:
+        raise redis_error(url, exc) from None
+    except BrokenPipeError:  # `| head`
+        return _closed_stdout()
+    finally:
+        client.close()
+
+
+# -- alerts consumer group -----------------------------------------------------------------------
+def format_alert(entry_id: str, fields: dict[str, str], as_json: bool) -> str:
+    """`HH:MM:SS camera [rule]: text`, or one JSON object {id, rule, event}."""
+    event: Any = None
+    raw = fields.get("json")
+    if raw:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            event = None
+    if as_json:
+        if not isinstance(event, dict):
+            event = {k: v for k, v in fields.items() if k not in {"rule", "json"}}
+        return json.dumps({"id": entry_id, "rule": fields.get("rule"), "event": event}, separators=(",", ":"))
+    src = event if isinstance(event, dict) else fields
+    clock = str(src.get("t_after") or fields.get("t_after") or "")[11:19]
+    camera = src.get("camera") or fields.get("camera") or "?"
+    text = src.get("text") if src.get("text") is not None else fields.get("text", "")
+    return f"{clock} {camera} [{fields.get('rule', '?')}]: {text}"
+
+
+def default_consumer() -> str:
+    return socket.gethostname() or "monitor"
+
+
+class AlertConsumer:
+    """One consumer of a group on `<prefix>:alerts`: prints each alert, then XACKs it.
+
+    - the group is created on first use with MKSTREAM at id 0, so alerts already in the stream
+      are delivered too;
+    - on start it re-reads its own pending entries (a restart under the same name resumes);
+    - every `claim_every_s` it XAUTOCLAIMs entries pending longer than `claim_idle_ms` from any
+      consumer (one that died between reading and acknowledging) and handles them;
+    - delivery is at-least-once: an alert printed just before a crash is printed again."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "monitor",
+        group: str = "monitor-alerts",
+        consumer: str | None = None,
+        claim_idle_ms: int = 30_000,
+        as_json: bool = False,
+        out: TextIO | None = None,
+    ):
+        self.client = client
+        self.key = f"{prefix}:alerts"
+        self.group = group
+        self.consumer = consumer or default_consumer()
+        self.claim_idle_ms = max(int(claim_idle_ms), 1)
+        self.claim_every_s = min(max(self.claim_idle_ms / 2000, 0.05), 5.0)
+        self.as_json = as_json
+        self.out = out or sys.stdout
+        self.handled = 0
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _handle(self, entries: list[Entry]) -> None:
+        for entry_id, fields in entries:
+            if fields:  # an entry trimmed from the stream while pending has no fields: just ack
+                _emit(self.out, format_alert(entry_id, fields, self.as_json))
+                self.handled += 1
+            self.client.xack(self.key, self.group, entry_id)
+
+    def _room(self, limit: int | None) -> int:
+        return PAGE if limit is None else max(min(PAGE, limit - self.handled), 0)
+
+    def own_pending(self, limit: int | None = None) -> None:
+        """Entries this consumer name read earlier but never acknowledged."""
+        while (room := self._room(limit)) > 0:
+            entries = _stream_entries(self.client.xreadgroup(self.group, self.consumer, {self.key: "0"}, count=room))
+            if not entries:
+                return
+            self._handle(entries)
+
+    def claim_idle(self, limit: int | None = None) -> None:
+        """XAUTOCLAIM every entry pending longer than claim_idle_ms, and handle it."""
+        start = "0-0"
+        while (room := self._room(limit)) > 0:
+            reply = self.client.xautoclaim(
+                self.key, self.group, self.consumer, self.claim_idle_ms, start_id=start, count=room
+            )
+            start, entries = reply[0], reply[1]
+            self._handle([(i, f) for i, f in entries if i is not None])
+            if start in ("0-0", "0"):
+                return
+
+    def read_new(self, limit: int | None = None, block_ms: int = BLOCK_MS) -> None:
+        room = self._room(limit)
+        if room > 0:
+            reply = self.client.xreadgroup(self.group, self.consumer, {self.key: ">"}, count=room, block=block_ms)
+            self._handle(_stream_entries(reply))
+
+    def run(self, count: int | None = None, should_stop: Callable[[], bool] = lambda: False) -> int:
+        """Handle alerts until `count` are done or `should_stop()`; returns how many."""
+        self.ensure_group()
+        self.own_pending(count)
+        next_claim = 0.0
+        block_ms = int(min(BLOCK_MS, self.claim_every_s * 1000))
+        while not should_stop() and (count is None or self.handled < count):
+            now = time.monotonic()
+            if now >= next_claim:
+                self.claim_idle(count)
+                next_claim = now + self.claim_every_s
+                continue
+            try:
+                self.read_new(count, block_ms=max(block_ms, 1))
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.ensure_group()  # the stream or group was deleted (a Redis without persistence restarted)
+        return self.handled
+
+
+def consume_alerts(
+    url: str,
+    prefix: str = "monitor",
+    group: str = "monitor-alerts",
+    consumer: str | None = None,
+    claim_idle_ms: int = 30_000,
+    as_json: bool = False,
+    count: int | None = None,
+    out: TextIO | None = None,
+) -> int:
+    client = connect(url)
+    try:
+        with _stop_on_signals() as stop:
+            AlertConsumer(client, prefix, group, consumer, claim_idle_ms, as_json, out).run(
+                count, should_stop=lambda: stop.requested
+            )
+        return 0
+    except redis.RedisError as exc:
+        raise redis_error(url, exc) from None
+    except BrokenPipeError:
+        return _closed_stdout()
+    finally:
+        client.close()
