@@ -13,11 +13,14 @@ from typing import Any
 
 from monitor.config import load_settings
 from monitor.daemon import Monitor
+from monitor.records import ChangeEvent, iso_utc
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 VIDEOS = SHARED_DATA / "videos"
 EXAMPLE_CONFIG = REPO / "config" / "monitor.example.yaml"
+
+T0 = 1_795_000_000.0  # a fixed wall clock (2026-11-18) for hand-made events
 
 # Never let a test reach the network for model weights.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -124,3 +127,33 @@ def match_events(
             used.add(best)
         matched.append(best)
     return matched, [i for i in range(len(events)) if i not in used]
+
+
+def make_event(
+    camera: str = "gate",
+    seq: int = 1,
+    text: str = "a person arrived in the centre",
+    t: float = 0.0,
+    regions: list[dict] | None = None,
+    fraction: float = 0.05,
+    kind: str = "change",
+) -> ChangeEvent:
+    """A real ChangeEvent, as the daemon would write it, at `T0 + t`."""
+    if regions is None:
+        regions = [{"x": 0.4, "y": 0.5, "w": 0.1, "h": 0.3, "change": "appeared", "label": "person"}]
+    return ChangeEvent(
+        event_id=f"{camera}-{seq:016x}",
+        camera=camera,
+        seq=seq,
+        kind=kind,
+        t_before=iso_utc(T0 + t - 5),
+        t_after=iso_utc(T0 + t),
+        media_t_before=t - 5,
+        media_t_after=t,
+        media_t_onset=t - 2,
+        text=text,
+        regions=regions,
+        scores={"ssim": 0.9, "changed_fraction": fraction} if kind == "change" else None,
+        describer="embedded",
+        latency_ms=1.0,
+    )

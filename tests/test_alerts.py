@@ -6,14 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import EXAMPLE_CONFIG, assert_no_traceback, error_lines, run_monitor
+from support import EXAMPLE_CONFIG, assert_no_traceback, error_lines, make_event, run_monitor
 
 from monitor.alerts import AlertRules, box_intersects_polygon
 from monitor.config import AlertRule, CameraConfig, load_settings
 from monitor.errors import ConfigError
-from monitor.records import ChangeEvent, iso_utc
-
-T0 = 1_795_000_000.0  # 2026-11-18
+from monitor.records import ChangeEvent
 
 
 def event(
@@ -25,24 +23,7 @@ def event(
     fraction: float = 0.05,
     kind: str = "change",
 ) -> ChangeEvent:
-    if regions is None:
-        regions = [{"x": 0.4, "y": 0.5, "w": 0.1, "h": 0.3, "change": "appeared", "label": "person"}]
-    return ChangeEvent(
-        event_id=f"{camera}-{seq:016x}",
-        camera=camera,
-        seq=seq,
-        kind=kind,
-        t_before=iso_utc(T0 + t - 5),
-        t_after=iso_utc(T0 + t),
-        media_t_before=t - 5,
-        media_t_after=t,
-        media_t_onset=t - 2,
-        text=text,
-        regions=regions,
-        scores={"ssim": 0.9, "changed_fraction": fraction} if kind == "change" else None,
-        describer="embedded",
-        latency_ms=1.0,
-    )
+    return make_event(camera, seq, text, t, regions, fraction, kind)
 
 
 def box(x: float, y: float, w: float, h: float, label: str | None = "person") -> dict:

@@ -197,32 +197,8 @@ def test_source_with_a_config_keeps_what_still_applies(scenes, tmp_path):
             }
         )
     )
-    other = run_monitor(
-        "run",
-        "--config",
-        cfg,
-        "--source",
-        scenes[0],
-        "--camera-id",
-        "yard",
-        "--log-dir",
-        tmp_path / "a",
-        "--quiet",
-        timeout=120,
-    )
-    assert other.returncode == 0, other.stderr
-    same = run_monitor(
-        "run",
-        "--config",
-        cfg,
-        "--source",
-        scenes[0],
-        "--camera-id",
-        "gate",
-        "--log-dir",
-        tmp_path / "b",
-        "--quiet",
-        timeout=120,
-    )
-    assert same.returncode == 0, same.stderr
+    for camera_id, logs in (("yard", tmp_path / "a"), ("gate", tmp_path / "b")):
+        args = ("run", "--config", cfg, "--source", scenes[0], "--camera-id", camera_id, "--log-dir", logs, "--quiet")
+        proc = run_monitor(*args, timeout=120)
+        assert proc.returncode == 0, proc.stderr
     assert read_events(tmp_path / "b") and {e["camera"] for e in read_events(tmp_path / "b")} == {"gate"}

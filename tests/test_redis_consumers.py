@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from redis_server import RedisServer
-from support import REPO, assert_no_traceback, error_lines, free_port, monitor_env, run_monitor
+from support import REPO, assert_no_traceback, error_lines, free_port, make_event, monitor_env, run_monitor
 
-from monitor.records import ChangeEvent, iso_utc
+from monitor.records import ChangeEvent
 
-T0 = 1_795_000_000.0
 PREFIX = "monitor"
 
 
@@ -35,24 +34,6 @@ def r(server: RedisServer):
     client = server.client()
     client.flushall()
     return client
-
-
-def make_event(camera: str, seq: int, text: str, t: float) -> ChangeEvent:
-    return ChangeEvent(
-        event_id=f"{camera}-{seq:016x}",
-        camera=camera,
-        seq=seq,
-        t_before=iso_utc(T0 + t - 5),
-        t_after=iso_utc(T0 + t),
-        media_t_before=t - 5,
-        media_t_after=t,
-        media_t_onset=t - 2,
-        text=text,
-        regions=[{"x": 0.3, "y": 0.5, "w": 0.1, "h": 0.3, "change": "appeared", "label": "person"}],
-        scores={"ssim": 0.9, "changed_fraction": 0.05},
-        describer="embedded",
-        latency_ms=1.0,
-    )
 
 
 def fields(e: ChangeEvent) -> dict[str, str]:
@@ -82,6 +63,11 @@ EVENTS = [
     make_event("gate", 2, "a person left on the left", 75),
     make_event("lot-east", 3, "a bag appeared in the centre", 125),
 ]
+
+
+def run_alerts(server: RedisServer, consumer: str, *args: str, **kw):
+    """`monitor alerts` as consumer `consumer` of group g."""
+    return run_monitor("alerts", "--redis", server.url, "--group", "g", "--consumer", consumer, *args, **kw)
 
 
 def alert_line(e: ChangeEvent, rule: str) -> str:
@@ -214,14 +200,12 @@ def test_alerts_prints_and_acks(server: RedisServer, r) -> None:
     # Alerts already in the stream before the group exists are delivered (group starts at 0).
     for i, e in enumerate(EVENTS):
         add_alert(r, e, f"rule-{i % 2}")
-    proc = run_monitor("alerts", "--redis", server.url, "--group", "g", "--consumer", "c1", "--count", "3", timeout=15)
+    proc = run_alerts(server, "c1", "--count", "3", timeout=15)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [alert_line(EVENTS[i], f"rule-{i % 2}") for i in range(3)]
     assert pending(r, "g") == 0
     # The group remembers: the next run gets the rest, then exits after --count.
-    js = run_monitor(
-        "alerts", "--redis", server.url, "--group", "g", "--consumer", "c1", "--count", "2", "--json", timeout=15
-    )
+    js = run_alerts(server, "c1", "--count", "2", "--json", timeout=15)
     assert js.returncode == 0, js.stderr
     objs = [json.loads(x) for x in js.stdout.splitlines()]
     assert [(o["rule"], ChangeEvent.model_validate(o["event"])) for o in objs] == [
@@ -256,20 +240,7 @@ def test_failover_claims_what_a_dead_consumer_left(server: RedisServer, r) -> No
     got = r.xreadgroup("g", "c1", {key: ">"}, count=3)
     assert len(got[0][1]) == 3 and pending(r, "g") == 3
     time.sleep(0.3)  # idle longer than --claim-idle-ms
-    proc = run_monitor(
-        "alerts",
-        "--redis",
-        server.url,
-        "--group",
-        "g",
-        "--consumer",
-        "c2",
-        "--claim-idle-ms",
-        "200",
-        "--count",
-        "5",
-        timeout=15,
-    )
+    proc = run_alerts(server, "c2", "--claim-idle-ms", "200", "--count", "5", timeout=15)
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.splitlines()) == sorted(alert_line(e, "any") for e in EVENTS)
     assert pending(r, "g") == 0
@@ -307,20 +278,7 @@ def test_failover_of_a_killed_consumer_process(server: RedisServer, r) -> None:
     finally:
         c1.p.kill()
         c1.p.wait(timeout=10)
-    c2 = run_monitor(
-        "alerts",
-        "--redis",
-        server.url,
-        "--group",
-        "g",
-        "--consumer",
-        "c2",
-        "--claim-idle-ms",
-        "300",
-        "--count",
-        "1",
-        timeout=15,
-    )
+    c2 = run_alerts(server, "c2", "--claim-idle-ms", "300", "--count", "1", timeout=15)
     assert c2.returncode == 0, c2.stderr
     assert c2.stdout.splitlines() == [alert_line(lost, "second")]
     assert pending(r, "g") == 0
@@ -333,20 +291,7 @@ def test_restarted_consumer_resumes_its_own_pending(server: RedisServer, r) -> N
         add_alert(r, e, "any")
     r.xreadgroup("g", "c1", {key: ">"}, count=2)  # read, never acked
     # Far from idle enough to be claimed: c1 gets them back because they are its own.
-    proc = run_monitor(
-        "alerts",
-        "--redis",
-        server.url,
-        "--group",
-        "g",
-        "--consumer",
-        "c1",
-        "--claim-idle-ms",
-        "600000",
-        "--count",
-        "2",
-        timeout=15,
-    )
+    proc = run_alerts(server, "c1", "--claim-idle-ms", "600000", "--count", "2", timeout=15)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [alert_line(e, "any") for e in EVENTS[:2]]
     assert pending(r, "g") == 0
