@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -107,6 +116,7 @@ class RedisConfig(Strict):
 
     url: str | None = Field(None, description="redis:// or rediss:// URL (user:password@ allowed); unset = no Redis")
     password_file: Path | None = Field(None, description="file holding the password (systemd credential)")
+    password: SecretStr | None = Field(None, description="password, e.g. from MONITOR_REDIS__PASSWORD; never printed")
     prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.:-]+$", description="stream key prefix")
     maxlen: int = Field(100_000, ge=100, description="approximate MAXLEN of each stream")
     per_camera_streams: bool = Field(False, description="also write <prefix>:events:<camera>")

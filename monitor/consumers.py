@@ -34,9 +34,13 @@ Entry = tuple[str, dict[str, str]]
 # -- connection ------------------------------------------------------------------------------
 def connect(url: str, timeout_s: float = 5.0) -> redis.Redis:
     """A checked connection (PING); any failure is one MonitorError line, password masked."""
+    # Like the daemon, take the password from the environment when the URL has none.
+    env_password = os.environ.get("MONITOR_REDIS__PASSWORD")
+    extra = {"password": env_password} if env_password and "@" not in url.split("//", 1)[-1] else {}
     try:
         client = redis.Redis.from_url(
             url,
+            **extra,
             decode_responses=True,
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s + BLOCK_MS / 1000,  # longer than a blocking read

@@ -72,6 +72,10 @@ def check_url(url: str) -> None:
 
 
 def read_password(cfg: RedisConfig) -> str | None:
+    """The password from `redis.password` (the environment) or `redis.password_file`; a password
+    inside the URL wins over both."""
+    if cfg.password is not None:
+        return cfg.password.get_secret_value() or None
     if cfg.password_file is None:
         return None
     try:

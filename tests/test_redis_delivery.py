@@ -316,3 +316,37 @@ def test_seq_continues_from_rotated_logs_without_redis(tmp_path: Path) -> None:
         proc = run_monitor("run", "--source", video, "--camera-id", "b", "--log-dir", logs, "--quiet")
         assert proc.returncode == 0, proc.stderr
     assert [e["seq"] for e in read_events(logs)] == list(range(10, 34))
+
+
+def test_password_from_the_environment_for_daemon_and_consumers(tmp_path: Path) -> None:
+    secret = "Env-Only-Pw-42"
+    server = RedisServer(tmp_path / "redis", password=secret).start()
+    try:
+        bare = f"redis://127.0.0.1:{server.port}/0"
+        env = {"MONITOR_REDIS__PASSWORD": secret}
+        run = run_monitor(
+            "run",
+            "--source",
+            need_video("car-detection.mp4"),
+            "--camera-id",
+            "aisle",
+            "--log-dir",
+            tmp_path / "logs",
+            "--redis",
+            bare,
+            "--quiet",
+            env=env,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        logged = read_events(tmp_path / "logs")
+        assert logged and [e["event_id"] for e in stream(server.client())] == [e["event_id"] for e in logged]
+        tail = run_monitor("tail", "--redis", bare, "-n", "0", env=env)
+        assert tail.returncode == 0, tail.stderr
+        assert tail.stdout.splitlines() == (tmp_path / "logs" / "changes.log").read_text().splitlines()
+        for proc in (run, tail):
+            assert secret not in proc.stdout + proc.stderr
+        denied = run_monitor("tail", "--redis", bare, "-n", "0")  # no password: refused, one line
+        assert denied.returncode == 1 and "authentication" in denied.stderr.lower()
+    finally:
+        server.kill()
