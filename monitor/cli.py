@@ -96,8 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **overrides)
     if args.log_dir is not None:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"dir": args.log_dir})})
+    settings = _with_credentials(settings)
     monitor = Monitor(settings, echo=None if args.quiet else sys.stdout, realtime=args.realtime or None)
+    # SIGTERM (systemctl stop): stop reading, describe and write what is queued, flush, exit 0.
+    # SIGHUP (systemctl reload): reopen the log files.
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
+    signal.signal(signal.SIGHUP, lambda *_: monitor.request_reload())
     try:
         result = monitor.run()
     except KeyboardInterrupt:
@@ -119,6 +123,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"monitor: error: {message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _with_credentials(settings: Any) -> Any:
+    """Under systemd, `LoadCredential=redis-password:...` puts the Redis password in
+    `$CREDENTIALS_DIRECTORY/redis-password`: use it when no password is configured."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    redis = settings.redis
+    if not cred_dir or redis.password is not None or redis.password_file is not None:
+        return settings
+    path = Path(cred_dir) / "redis-password"
+    if not path.is_file():
+        return settings
+    return settings.model_copy(update={"redis": redis.model_copy(update={"password_file": path})})
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -85,6 +85,13 @@ class CameraConfig(Strict):
     realtime: bool = Field(False, description="pace file sources at their own speed")
     open_timeout_s: float = Field(10.0, gt=0, description="RTSP/network open timeout")
     read_timeout_s: float = Field(10.0, gt=0, description="RTSP/network read timeout")
+    reconnect_max_s: float = Field(30.0, gt=0, description="network sources: cap of the reconnect backoff")
+    offline_after_s: float = Field(10.0, gt=0, description="network sources: down this long = camera_offline event")
+    retry_at_start: bool | None = Field(
+        None,
+        description="network sources unreachable at start: true = keep retrying, false = fail the camera, "
+        "null = retry only while another camera of the run is up (a run where no camera opens exits 1)",
+    )
     masks: list[CheckedPolygon] = Field(default_factory=list, description="regions the gate ignores")
     zones: list[Zone] = Field(default_factory=list, description="named regions (used by alert rules)")
     gate: dict[str, Any] = Field(default_factory=dict, description="overrides of the gate defaults")

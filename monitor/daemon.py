@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
-import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TextIO
 
 import structlog
 
+from monitor.camera_health import CameraHealth, FirstOpen, HealthNotice, StartTally, outage_reason
 from monitor.config import CameraConfig, MonitorSettings
 from monitor.describe import Describer, build_describer
-from monitor.errors import MonitorError, SourceError
+from monitor.errors import MonitorError, SourceError, mask_secrets
 from monitor.gate import ChangeGate
+from monitor.notify import BeatingDescriber, CameraProbe, Heartbeats, Notifier, Watchdog
 from monitor.order import EventOrderer
 from monitor.records import ChangeCandidate, ChangeEvent, RegionOut, ScoresOut, iso_utc, make_event_id
-from monitor.sinks import JSONL_NAME, LogFileSink
-from monitor.sources import SourceStats, VideoSource
+from monitor.sinks import LogFileSink, last_logged_seqs
+from monitor.sources import Backoff, SourceStats, VideoSource
 
 log = structlog.get_logger("monitor.daemon")
 
 _DONE = object()  # a camera thread's end marker
+DRAIN_S = 20.0  # after stop(): at most this long to describe and write what is already queued
 
 
 @dataclass
@@ -34,6 +36,7 @@ class CameraRun:
     thread: threading.Thread | None = None
     error: str | None = None
     candidates: int = 0
+    online: bool | None = None  # network cameras: False while down and reconnecting, True while frames come
 
 
 @dataclass
@@ -52,10 +55,24 @@ class Monitor:
         describer: Describer | None = None,
         echo: TextIO | None = None,
         realtime: bool | None = None,
+        notifier: Notifier | None = None,
     ):
         self.settings = settings
-        self.describer = describer or build_describer(settings.describer.kind, settings.describer.model)
+        # systemd integration (monitor/notify.py): READY/STATUS/STOPPING/RELOADING and a
+        # watchdog that pings only while the main loop, every camera reader and the describer
+        # are alive. A no-op outside systemd (no NOTIFY_SOCKET).
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
+        self.heartbeats = Heartbeats()
+        self.describer = BeatingDescriber(
+            describer or build_describer(settings.describer.kind, settings.describer.model), self.heartbeats
+        )
         self.stop_event = threading.Event()
+        self._stop_at: float | None = None  # monotonic time of the first stop()
+        self._reload_requested = False
+        self._ready_sent = False
+        self._started_at = 0.0
+        self._rate: list[tuple[float, int]] = []  # (monotonic, events written) for events/min
+        self._rate_lock = threading.Lock()
         self.sink = LogFileSink(settings.log, echo=echo)
         self.orderer = EventOrderer(settings.log.reorder_window_s)
         self.redis = None
@@ -76,40 +93,102 @@ class Monitor:
         ]
 
     def stop(self) -> None:
+        """Stop reading (SIGTERM): what is already queued is still described and written, for
+        at most DRAIN_S seconds; then the logs and Redis are flushed and `run()` returns."""
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+            self.notifier.stopping("stopping: draining queued changes")
         self.stop_event.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP (`systemctl reload`): the main loop reopens the log files (after logrotate
+        moved them) between two batches, with RELOADING=1 ... READY=1 around it."""
+        self._reload_requested = True
 
     def run(self) -> RunResult:
         if not self.cameras:
             raise MonitorError("no cameras configured (give --source or a config with cameras:)")
         self._continue_seqs()
+        self._started_at = time.monotonic()
+        self.heartbeats.beat("main")
         for run in self.cameras:
             run.thread = threading.Thread(
                 target=self._read_camera, args=(run,), name=f"camera-{run.camera.id}", daemon=True
             )
             run.thread.start()
+            # Grace: a paced reader waits up to one sample interval between frames.
+            grace = 2.0 / run.camera.sample_fps + 1.0
+            self.heartbeats.add_probe(f"camera:{run.camera.id}", CameraProbe(run), grace=grace)
+        watchdog = Watchdog(self.notifier, self.heartbeats, status=self.status_line)
+        watchdog.start()
         live = len(self.cameras)
         try:
             while live:
+                self.heartbeats.beat("main")
+                if self._stop_at is not None and time.monotonic() - self._stop_at > DRAIN_S:
+                    log.warning("drain_timeout", cameras_still_reading=live, queued=self._candidates.qsize())
+                    break
                 batch = self._next_batch()
                 live -= sum(1 for item in batch if item is _DONE)
                 cands = [c for c in batch if c is not _DONE]
                 if cands:
                     self._describe(cands)
                 self._emit(self.orderer.pop_ready())
+                self._lifecycle()
         finally:
             self.stop_event.set()
+            self.heartbeats.remove("main")  # shutdown is bounded by its own timeouts
+            if self._stop_at is None:  # a file run that ended by itself
+                self.notifier.stopping("stopping: sources ended")
             try:
                 self._emit(self.orderer.flush())
             finally:
                 self.sink.close()
                 if self.redis is not None:
                     self.redis.close()
+                watchdog.stop()
         result = RunResult(events=self.sink.written)
         for run in self.cameras:
             result.cameras[run.camera.id] = run.source.stats
             if run.error:
                 result.errors[run.camera.id] = run.error
         return result
+
+    def _lifecycle(self) -> None:
+        """READY=1 once every camera's source was opened (or its open attempted: it produced
+        frames, failed, ended, or had its open timeout) and the describer is built; reloads."""
+        if not self._ready_sent and all(self._open_attempted(r) for r in self.cameras):
+            self._ready_sent = True
+            self.notifier.ready(self.status_line())
+            log.debug("service_ready")
+        if self._reload_requested:
+            self._reload_requested = False
+            self.notifier.reloading()
+            echo, written = self.sink.echo, self.sink.written
+            self.sink = LogFileSink(self.settings.log, echo=echo)  # closes the old handlers
+            self.sink.written = written
+            log.info("log_files_reopened", log_dir=str(self.settings.log.dir))
+            self.notifier.ready(self.status_line())
+
+    def _open_attempted(self, run: CameraRun) -> bool:
+        stats = run.source.stats
+        if run.thread is None or not run.thread.is_alive() or run.error:
+            return True
+        if stats.decoded or stats.sampled or stats.skipped_packets or stats.corrupt:
+            return True
+        return time.monotonic() - self._started_at > run.camera.open_timeout_s + 1.0
+
+    def status_line(self) -> str:
+        """`cameras up 3/4, 12 events/min` (systemctl status shows it)."""
+        now = time.monotonic()
+        up = sum(1 for r in self.cameras if r.thread is not None and r.thread.is_alive() and not r.error)
+        written = self.sink.written
+        with self._rate_lock:
+            self._rate = [(t, n) for t, n in self._rate if now - t <= 60.0] + [(now, written)]
+            t0, n0 = self._rate[0]
+        per_min = (written - n0) * 60.0 / (now - t0) if now - t0 >= 1.0 else 0.0
+        state = "stopping, " if self._stop_at is not None else ""
+        return f"{state}cameras up {up}/{len(self.cameras)}, {per_min:.0f} events/min, {written} events"
 
     def _emit(self, events: list[ChangeEvent]) -> None:
         if not events:
@@ -151,12 +230,22 @@ class Monitor:
         return batch
 
     def _read_camera(self, run: CameraRun) -> None:
+        tally = self._start_tally()
+        health: CameraHealth | None = None
+        first_open = FirstOpen(tally)
         try:
-            for frame in run.source.frames():
-                cand = run.gate.detect(frame)
-                if cand is not None:
-                    run.candidates += 1
-                    self._candidates.put(cand)
+            if run.source.network:
+                health = CameraHealth(run.camera, self._candidates.put)
+                self._read_network_camera(run, health, tally, first_open)
+            else:
+                try:
+                    run.source.open()
+                except SourceError:
+                    first_open(False)
+                    raise
+                first_open(True)
+                for frame in run.source.frames():
+                    self._gate(run, frame)
         except SourceError as exc:
             run.error = str(exc)
             log.error("camera_failed", camera=run.camera.id, error=str(exc))
@@ -164,12 +253,122 @@ class Monitor:
             run.error = f"camera {run.camera.id}: internal error: {type(exc).__name__}: {exc}"
             log.exception("camera_crashed", camera=run.camera.id)
         finally:
+            first_open(False)
+            if health is not None:
+                health.close()
             self._candidates.put(_DONE)
 
-    def _describe(self, cands: list[ChangeCandidate]) -> None:
-        descriptions = self.describer.describe(cands)
-        for cand, desc in zip(cands, descriptions, strict=True):
-            self.orderer.push(self._event(cand, desc.text, desc.labels))
+    def _gate(self, run: CameraRun, frame) -> None:
+        cand = run.gate.detect(frame)
+        if cand is not None:
+            run.candidates += 1
+            self._candidates.put(cand)
+
+    def _start_tally(self) -> StartTally:
+        # Made on first use by whichever camera thread comes first (dict.setdefault is atomic).
+        return self.__dict__.setdefault("_tally", StartTally(len(self.cameras)))
+
+    def _read_network_camera(
+        self, run: CameraRun, health: CameraHealth, tally: StartTally, first_open: FirstOpen
+    ) -> None:
+        """Read a network camera until stopped, reconnecting whenever it fails or ends.
+
+        Each drop (read error, read timeout, end of stream) or failed open is followed by a
+        `Backoff` wait (exponential, jittered, capped at `reconnect_max_s`, cut short when the
+        server starts accepting connections again). `CameraHealth` writes one camera_offline
+        event when the camera has been down `offline_after_s`, and one camera_online event when
+        its first frame is back. The gate is kept across an outage: what changed while the
+        camera was away is reported as one change once the scene settles after it returns
+        (`ChangeGate.resume`; a new gate only when the frame size changed). A camera whose very first open fails is
+        retried according to `retry_at_start` (see `_retry_at_start`)."""
+        src, cam, stop = run.source, run.camera, self.stop_event
+        backoff = Backoff(cam.source, cam.reconnect_max_s)
+        shape: tuple[int, ...] | None = None
+        while not stop.is_set():
+            try:
+                src.open()
+            except SourceError as exc:
+                if not first_open.done:
+                    first_open(False)
+                    if not self._retry_at_start(cam, tally):
+                        raise
+                    log.warning("camera_unreachable_retrying", camera=cam.id, error=str(exc))
+                run.online = False
+                health.down(src.last_wall or time.time(), outage_reason(exc, cam.id), src.last_media or 0.0)
+                log.info("camera_reconnect_failed", camera=cam.id, error=str(exc), attempt=backoff.attempt + 1)
+            else:
+                first_open(True)
+                reason = "the stream ended"
+                fresh = True
+                try:
+                    for frame in src.frames():
+                        if fresh:
+                            fresh = False
+                            backoff.reset()
+                            run.online = True
+                            health.up(frame.media_time)
+                            now_shape = frame.grey().shape
+                            if shape is not None and now_shape != shape:  # the camera was reconfigured
+                                run.gate = ChangeGate(cam.id, self.settings.gate_for(cam), cam.sample_fps, cam.masks)
+                            elif shape is not None:
+                                run.gate.resume()
+                            shape = now_shape
+                        self._gate(run, frame)
+                except SourceError as exc:
+                    reason = outage_reason(exc, cam.id)
+                if stop.is_set():
+                    break
+                run.online = False
+                health.down(src.last_wall or time.time(), reason, src.last_media or 0.0)
+                log.warning("camera_dropped", camera=cam.id, reason=reason)
+            if not backoff.wait(stop):
+                break
+
+    def _retry_at_start(self, cam: CameraConfig, tally: StartTally) -> bool:
+        """A network camera that cannot be opened at start: `retry_at_start: true` keeps trying,
+        `false` fails it; null (the default) keeps trying as long as some camera of this run
+        opened, and fails when none did, so `monitor run --source rtsp://...` with a wrong URL
+        still exits 1 at once with one line, while one dead camera of many never stops the rest."""
+        if cam.retry_at_start is not None:
+            return cam.retry_at_start
+        return tally.any_opened(self.stop_event)
+
+    def _describe(self, cands: list) -> None:
+        real = [c for c in cands if not isinstance(c, HealthNotice)]
+        descriptions = iter(self.describer.describe(real) if real else [])
+        for item in cands:  # in arrival order: a camera's seq follows what happened to it
+            if isinstance(item, HealthNotice):
+                self.orderer.push(self._health_event(item))
+            else:
+                desc = next(descriptions)
+                self.orderer.push(self._event(item, desc.text, desc.labels))
+
+    def _health_event(self, notice: HealthNotice) -> ChangeEvent:
+        since = iso_utc(notice.down_since)
+        outage = None if notice.outage_s is None else round(notice.outage_s, 1)
+        if notice.kind == "camera_offline":
+            text = f"camera offline: no frames since {since[11:19]}"
+            if notice.reason:
+                text += f" ({notice.reason})"
+        else:
+            text = f"camera back online after {outage:.0f} s"
+        digest = hashlib.sha1(f"{notice.camera_id}|{notice.kind}|{notice.down_since:.3f}".encode()).hexdigest()[:16]
+        media = round(notice.media_time, 3)
+        return ChangeEvent(
+            event_id=f"{notice.camera_id}-{digest}",
+            camera=notice.camera_id,
+            seq=self.orderer.next_seq(notice.camera_id),
+            kind=notice.kind,
+            t_before=since,
+            t_after=iso_utc(notice.at),
+            media_t_before=media,
+            media_t_after=media,
+            media_t_onset=media,
+            text=mask_secrets(text),
+            describer="monitor",
+            latency_ms=round((time.time() - notice.at) * 1000.0, 1),
+            outage_s=outage,
+        )
 
     def _event(self, cand: ChangeCandidate, text: str, labels) -> ChangeEvent:
         stream_start = cand.after.wall_time - cand.after.media_time
@@ -194,24 +393,3 @@ class Monitor:
             # From the gate's decision to the finished sentence (queueing + describing).
             latency_ms=round((time.time() - cand.detected_at) * 1000.0, 1),
         )
-
-
-_SEQ_RE = re.compile(rb'"camera":\s*"([^"]+)",\s*"seq":\s*(\d+)')
-
-
-def last_logged_seqs(log_dir: Path) -> dict[str, int]:
-    """Highest seq per camera in `changes.jsonl` and its rotated copies `changes.jsonl.N`."""
-    paths = [log_dir / JSONL_NAME, *log_dir.glob(JSONL_NAME + ".*")]
-    out: dict[str, int] = {}
-    for path in paths:
-        if path != log_dir / JSONL_NAME and not path.name.rsplit(".", 1)[-1].isdigit():
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        for m in _SEQ_RE.finditer(data):
-            cam, seq = m.group(1).decode(), int(m.group(2))
-            if seq > out.get(cam, 0):
-                out[cam] = seq
-    return out

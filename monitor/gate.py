@@ -61,7 +61,16 @@ class ChangeGate:
         self._still_since: float | None = None
         self._peak: tuple[float, Frame, np.ndarray] | None = None  # (fraction, frame, image in ref space)
         self._cooldown_until = -1.0
+        self._resume_frames = 0  # frames left that skip the background model's confirmation
         self.fires = 0
+
+    def resume(self) -> None:
+        """The camera was away (a network outage) and frames follow again. The reference is
+        kept, so whatever changed while it was away is reported as one change once the scene
+        settles; for the next second of frames a change may start without the background
+        model's agreement, because that model learned from before the outage and may well
+        take the new scene for its normal one (an object that left had been there only briefly)."""
+        self._resume_frames = max(1, int(round(self.sample_fps)))
 
     # -- per-frame entry point -----------------------------------------------------------
     def detect(self, frame: Frame) -> ChangeCandidate | None:
@@ -158,6 +167,11 @@ class ChangeGate:
         self._noise = 0.9 * self._noise + 0.1 * min(max(sigma, 0.5), 20.0)
 
     def _starts_change(self, frac: float, changed: np.ndarray, cur: np.ndarray, t: float) -> bool:
+        if self._resume_frames > 0:
+            self._resume_frames -= 1
+            if frac >= self.cfg.fire_fraction and self._regions.has_region(changed):
+                self._resume_frames = 0
+                return True
         if frac >= self.cfg.fire_fraction:
             confirmed = cv2.countNonZero((changed & self.foreground).view(np.uint8)) / self._n_valid
             if confirmed >= 0.5 * self.cfg.fire_fraction:

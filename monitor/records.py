@@ -132,6 +132,7 @@ class ChangeEvent(BaseModel):
     scores: ScoresOut | None = None
     describer: str
     latency_ms: float
+    outage_s: float | None = None  # camera_online: how long the camera was down
 
     def line(self) -> str:
         """The human-readable log line: `08:14:03 lot-east: a white van parked ...`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 from pathlib import Path
 from typing import TextIO
 
@@ -60,3 +61,24 @@ class LogFileSink:
             for h in list(logger.handlers):
                 h.close()
                 logger.removeHandler(h)
+
+
+_SEQ_RE = re.compile(rb'"camera":\s*"([^"]+)",\s*"seq":\s*(\d+)')
+
+
+def last_logged_seqs(log_dir: Path) -> dict[str, int]:
+    """Highest seq per camera in `changes.jsonl` and its rotated copies `changes.jsonl.N`."""
+    paths = [log_dir / JSONL_NAME, *log_dir.glob(JSONL_NAME + ".*")]
+    out: dict[str, int] = {}
+    for path in paths:
+        if path != log_dir / JSONL_NAME and not path.name.rsplit(".", 1)[-1].isdigit():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for m in _SEQ_RE.finditer(data):
+            cam, seq = m.group(1).decode(), int(m.group(2))
+            if seq > out.get(cam, 0):
+                out[cam] = seq
+    return out

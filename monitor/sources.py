@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import av
 import structlog
@@ -93,6 +96,22 @@ class VideoSource:
         self._open_args: tuple[str, dict, dict] = (camera.source, {}, {})
         self._kf_decoder: av.CodecContext | None = None
         self._mode_reported = False
+        # A reopened network source continues its media time (and frame seq) where the last
+        # connection left off, plus the wall time it was away: time never runs backwards for
+        # the gate, and event ids of the new connection never repeat old ones.
+        self._media_offset = 0.0
+        self._last_media: float | None = None
+        self._last_wall: float | None = None
+        self.opens = 0  # successful opens (reconnects = opens - 1)
+
+    @property
+    def last_wall(self) -> float | None:
+        """Wall time of the last frame handed on (None before the first)."""
+        return self._last_wall
+
+    @property
+    def last_media(self) -> float | None:
+        return self._last_media
 
     # -- opening -------------------------------------------------------------------------
     def open(self) -> None:
@@ -102,6 +121,10 @@ class VideoSource:
         if self.network:
             if src.lower().startswith(("rtsp://", "rtsps://")):
                 options["rtsp_transport"] = "tcp"
+                # Stream probing reads 1 s instead of FFmpeg's 5 s (about 3 s of a live stream):
+                # the SDP already names the codec, and 1 s shows the frame rate. A (re)connected
+                # camera's first frame arrives that much sooner.
+                options["analyzeduration"] = "1000000"
             kwargs["timeout"] = (cam.open_timeout_s, cam.read_timeout_s)
         else:
             seq = image_sequence_pattern(src)
@@ -116,6 +139,7 @@ class VideoSource:
             elif os.path.isdir(src):
                 raise SourceError(f"camera {cam.id}: {src} is a folder without numbered images")
         self._open_args = (src, options, kwargs)
+        self._kf_decoder = None  # a new connection may bring new codec parameters
         try:
             self._container = av.open(src, options=options, **kwargs)
         except av.FFmpegError as exc:
@@ -125,6 +149,9 @@ class VideoSource:
         if not self._container.streams.video:
             self.close()
             raise SourceError(f"camera {cam.id}: {self.label} has no video stream")
+        self.opens += 1
+        if self._last_media is not None and self._last_wall is not None:
+            self._media_offset = self._last_media + max(0.0, time.time() - self._last_wall)
         log.info("source_opened", camera=cam.id, source=self.label, sample_fps=cam.sample_fps)
 
     def close(self) -> None:
@@ -239,8 +266,10 @@ class VideoSource:
                 delay = wall - time.time()
                 if self.realtime and delay > 0 and self.stop.wait(delay):
                     return
+            media = rel + self._media_offset
+            self._last_media, self._last_wall = media, wall
             # The decoder's frame travels on; colour conversion happens only if someone looks.
-            yield Frame(self.camera.id, self.stats.sampled, round(rel, 6), wall, vf)
+            yield Frame(self.camera.id, self.stats.sampled, round(media, 6), wall, vf)
             self.stats.sampled += 1
 
     def _choose_mode(self, gaps: list[float], interval: float, current: bool) -> bool:
@@ -293,6 +322,72 @@ class _Sampler:
             return None
         self.next_t = (math.floor((rel + self.eps) / self.interval) + 1) * self.interval
         return rel
+
+
+class Backoff:
+    """Waits between reconnect attempts of a network source.
+
+    Attempt n waits `base * 2**n` seconds, capped at `cap`, times a random factor in [0.5, 1]
+    (jitter, so cameras behind one switch do not reconnect in lock-step). While it waits, the
+    source's host:port is probed with a plain TCP connect every `probe_s`: when a source that
+    refused connections (or could not be reached) accepts one again, the wait ends at once and
+    the backoff starts over, so a camera that comes back is reopened within about `probe_s`
+    whatever the backoff had grown to. A server that accepts TCP but keeps failing the stream
+    is retried on the backoff schedule only."""
+
+    def __init__(self, source: str, cap: float, base: float = 0.5, probe_s: float = 0.5, rng=None):
+        self.address = _host_port(source)
+        self.cap = cap
+        self.base = base
+        self.probe_s = probe_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def delay(self) -> float:
+        return min(self.cap, self.base * 2.0 ** min(self.attempt, 30)) * self._rng.uniform(0.5, 1.0)
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Sleep before the next attempt; False when `stop` was set meanwhile."""
+        until = time.monotonic() + self.delay()
+        self.attempt += 1
+        was_down = False
+        while not stop.is_set():
+            if self.address is not None:
+                if not reachable(*self.address, timeout=min(self.probe_s, 1.0)):
+                    was_down = True
+                elif was_down:
+                    self.attempt = 0  # it is back: reconnect now, and from the start of the backoff
+                    return True
+            left = until - time.monotonic()
+            if left <= 0:
+                return True
+            stop.wait(min(left, self.probe_s))
+        return False
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether a TCP connection to host:port succeeds (and is closed at once)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _host_port(source: str) -> tuple[str, int] | None:
+    try:
+        url = urlsplit(source)
+        host, port = url.hostname, url.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    default = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}.get(url.scheme.lower())
+    port = port or default
+    return (host, port) if port else None
 
 
 def _reason(exc: BaseException) -> str:

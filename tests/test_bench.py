@@ -18,9 +18,8 @@ def _args(*extra: str):
     return build_parser().parse_args(["bench", "gate", *extra])
 
 
-@pytest.mark.skipif(not VIDEO.is_file(), reason="shared footage not available")
 def test_bench_gate_three_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("skimage")
+    assert VIDEO.is_file(), f"shared footage missing: {VIDEO}"
     out = tmp_path / "x.json"
     # 8 s: the source needs 3 keyframe gaps (3 s) before it trusts the GOP and skips frames.
     assert bench_gate(_args("--video", str(VIDEO), "--seconds", "8", "--json", str(out))) == 0
@@ -62,6 +61,5 @@ def test_bench_gate_without_skimage(monkeypatch: pytest.MonkeyPatch, capsys: pyt
 
 
 def test_bench_gate_missing_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("skimage")
     assert bench_gate(_args("--video", str(tmp_path / "nope.mp4"))) == 1
     assert "no such video" in capsys.readouterr().err

@@ -299,7 +299,7 @@ def test_spool_survives_reopen_and_compacts(tmp_path: Path) -> None:
 
 
 def test_seq_continues_from_rotated_logs_without_redis(tmp_path: Path) -> None:
-    from monitor.daemon import last_logged_seqs
+    from monitor.sinks import last_logged_seqs
 
     logs = tmp_path / "logs"
     logs.mkdir()
