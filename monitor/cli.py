@@ -97,9 +97,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_dir is not None:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"dir": args.log_dir})})
     settings = _with_credentials(settings)
-    monitor = Monitor(settings, echo=None if args.quiet else sys.stdout, realtime=args.realtime or None)
+    reload = None
+    if args.config is not None and not source:
+
+        def reload() -> Any:  # SIGHUP: the same config file, the same command-line overrides
+            fresh = load_settings(args.config, **overrides)
+            if args.log_dir is not None:
+                fresh = fresh.model_copy(update={"log": fresh.log.model_copy(update={"dir": args.log_dir})})
+            return _with_credentials(fresh)
+
+    monitor = Monitor(settings, echo=None if args.quiet else sys.stdout, realtime=args.realtime or None, reload=reload)
     # SIGTERM (systemctl stop): stop reading, describe and write what is queued, flush, exit 0.
-    # SIGHUP (systemctl reload): reopen the log files.
+    # SIGHUP (systemctl reload): reopen the log files; with --config, re-read it and apply its
+    # cameras (added, removed, changed) without touching the others; an invalid one is refused.
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
     signal.signal(signal.SIGHUP, lambda *_: monitor.request_reload())
     try:
@@ -116,6 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             sampled=stats.sampled,
             decoded=stats.decoded,
             corrupt=stats.corrupt,
+            coalesced=result.coalesced.get(cam_id, 0),
+            dropped=result.dropped.get(cam_id, 0),
         )
     log.info("run_finished", events=result.events, log_dir=str(settings.log.dir))
     if result.errors:

@@ -109,6 +109,9 @@ class DescriberConfig(Strict):
     kind: Literal["embedded", "vlm"] = Field("embedded", description="embedded needs no weights")
     model: str | None = Field(None, description="VLM checkpoint directory (kind: vlm)")
     batch_size: int = Field(8, ge=1, le=256)
+    queue_per_camera: int = Field(
+        8, ge=1, le=4096, description="changes queued per camera; beyond, the oldest are coalesced"
+    )
 
 
 class LogConfig(Strict):
@@ -179,9 +182,9 @@ class MonitorSettings(BaseSettings):
         except ValidationError as exc:
             if not extra:
                 raise
-            raise ValidationError.from_exception_data(exc.title, [*exc.errors(), *extra]) from None
+            raise ValidationError.from_exception_data(exc.title, _rebuildable([*exc.errors(), *extra])) from None
         if extra:
-            raise ValidationError.from_exception_data(cls.__name__, extra)
+            raise ValidationError.from_exception_data(cls.__name__, _rebuildable(extra))
         return settings
 
     def gate_for(self, camera: CameraConfig) -> GateConfig:
@@ -198,6 +201,21 @@ class MonitorSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Command-line values beat the environment, which beats the YAML file.
         return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+def _rebuildable(errors: list[Any]) -> list[Any]:
+    """`ValidationError.from_exception_data` knows only some error types (not e.g. `path_type`,
+    a KeyError otherwise): pass the others on as custom errors with the same type and message."""
+    out = []
+    for err in errors:
+        if isinstance(err.get("type"), str):
+            try:
+                ValidationError.from_exception_data("check", [err])
+            except (KeyError, TypeError, ValueError):
+                custom = PydanticCustomError(err["type"], err["msg"])  # no context: not formatted
+                err = {"type": custom, "loc": err["loc"], "input": err.get("input")}
+        out.append(err)
+    return out
 
 
 def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -249,7 +267,7 @@ def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[
     for cam in map(plain, cameras if isinstance(cameras, list | tuple) else []):
         if isinstance(cam, dict) and isinstance(cam.get("id"), str):
             zones = cam.get("zones") if isinstance(cam.get("zones"), list | tuple) else []
-            names = {z.get("name") for z in map(plain, zones) if isinstance(z, dict)}
+            names = [z.get("name") for z in map(plain, zones) if isinstance(z, dict)]  # may be unhashable
             zones_of.setdefault(cam["id"], set()).update(n for n in names if isinstance(n, str))
 
     def error(loc: tuple, kind: str, msg: str, value: Any) -> dict[str, Any]:
@@ -324,20 +342,31 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (cameras:, gate:, ...)")
-    return data
+    # a key such as `5:` or `true:` would otherwise fail as a keyword argument (TypeError)
+    return {key if isinstance(key, str) else str(key): value for key, value in data.items()}
 
 
 def format_errors(exc: ValidationError) -> list[str]:
     """One line per error: `cameras.0.sample_fps: Input should be greater than 0 (got -1)`."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"] if p != "[key]") or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        if "[key]" in err["loc"]:  # a mapping key of the wrong type (`5:` where names go)
+            msg = f"invalid key: {msg}"
         scalar_input = "input" in err and not isinstance(err["input"], dict | list)
-        if err["type"] not in {"missing", "value_error"} and scalar_input:
+        # never echo what may be a secret: the value of a password field or of a misspelt one
+        secret = any(_SECRET_KEY.search(str(part)) for part in err["loc"])
+        if err["type"] not in {"missing", "value_error"} and scalar_input and not secret:
             msg += f" (got {mask_secrets(repr(err['input']))[:80]})"
-        lines.append(f"{loc}: {mask_secrets(msg)}")
+        lines.append(f"{loc}: {mask_secrets(msg)}".translate(_LINE_BREAKS))
     return lines
+
+
+_SECRET_KEY = re.compile(r"(?i)pass|pwd|secret|token|auth|credential")
+
+# one error, one line: a value quoted in a message (a camera id "a\nb") must not break it
+_LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode() for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings:

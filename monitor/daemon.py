@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -37,6 +38,101 @@ class CameraRun:
     error: str | None = None
     candidates: int = 0
     online: bool | None = None  # network cameras: False while down and reconnecting, True while frames come
+    coalesced: int = 0  # candidates merged into a neighbour because the camera's queue was full
+    dropped: int = 0  # candidates dropped (the oldest) because the camera's queue was full
+    stop: threading.Event = field(default_factory=threading.Event)  # this camera only (reload)
+
+
+def coalesce(older: ChangeCandidate, newer: ChangeCandidate) -> ChangeCandidate:
+    """Two consecutive candidates of one camera as one: from the older's before frame to the
+    newer's after frame, onset and detection time of the older, regions and scores of the newer
+    (the state the scene settled in last), transient only when both were."""
+    return ChangeCandidate(
+        camera_id=older.camera_id,
+        before=older.before,
+        after=newer.after,
+        onset_media_time=older.onset_media_time,
+        regions=newer.regions,
+        scores=newer.scores,
+        transient=older.transient and newer.transient,
+        detected_at=older.detected_at,
+    )
+
+
+class CameraQueues:
+    """One bounded queue per camera between the reader threads and the describer loop.
+
+    `put` never blocks: when a camera already has `maxsize` change candidates waiting, its two
+    oldest adjacent ones are coalesced into one (`coalesce`), or, when health notices separate
+    every pair, the oldest is dropped; both are counted on the camera's `CameraRun`. Health notices and end
+    markers are never dropped or merged and do not count against the bound. `take` hands out up
+    to `n` items round-robin across the cameras (one per camera per turn, the starting camera
+    rotating), each camera's items in the order they were put."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._cond = threading.Condition()
+        self._queues: dict[str, deque] = {}
+        self._turn = 0
+
+    def put(self, run: CameraRun, item) -> None:
+        with self._cond:
+            q = self._queues.setdefault(run.camera.id, deque())
+            q.append(item)
+            if isinstance(item, ChangeCandidate):
+                while sum(1 for x in q if isinstance(x, ChangeCandidate)) > self.maxsize:
+                    self._make_room(run, q)
+            self._cond.notify_all()
+
+    @staticmethod
+    def _make_room(run: CameraRun, q: deque) -> None:
+        # The oldest two candidates next to each other (a health notice between two candidates
+        # must keep its place in the camera's seq, so those two are never merged).
+        for i in range(len(q) - 1):
+            if isinstance(q[i], ChangeCandidate) and isinstance(q[i + 1], ChangeCandidate):
+                q[i] = coalesce(q[i], q[i + 1])
+                del q[i + 1]
+                run.coalesced += 1
+                log.debug("candidates_coalesced", camera=run.camera.id, total=run.coalesced)
+                return
+        for i, x in enumerate(q):  # no two adjacent: drop the oldest candidate
+            if isinstance(x, ChangeCandidate):
+                del q[i]
+                run.dropped += 1
+                log.warning("candidate_dropped", camera=run.camera.id, total=run.dropped)
+                return
+
+    def take(self, n: int, timeout: float) -> list:
+        with self._cond:
+            if not any(self._queues.values()):
+                self._cond.wait(timeout)
+            keys = [k for k, q in self._queues.items() if q]
+            if not keys:
+                return []
+            self._turn = (self._turn + 1) % len(keys)
+            keys = keys[self._turn :] + keys[: self._turn]
+            batch: list = []
+            while len(batch) < n and keys:
+                for k in list(keys):
+                    q = self._queues[k]
+                    if not q:
+                        keys.remove(k)
+                        continue
+                    batch.append(q.popleft())
+                    if len(batch) >= n:
+                        break
+            for k in [k for k, q in self._queues.items() if not q]:
+                del self._queues[k]
+            return batch
+
+    def qsize(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._queues.values())
+
+    def sizes(self) -> dict[str, int]:
+        """Change candidates waiting, per camera."""
+        with self._cond:
+            return {k: sum(1 for x in q if isinstance(x, ChangeCandidate)) for k, q in self._queues.items()}
 
 
 @dataclass
@@ -44,6 +140,8 @@ class RunResult:
     events: int = 0
     cameras: dict[str, SourceStats] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    coalesced: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class Monitor:
@@ -56,8 +154,12 @@ class Monitor:
         echo: TextIO | None = None,
         realtime: bool | None = None,
         notifier: Notifier | None = None,
+        reload: Callable[[], MonitorSettings] | None = None,
     ):
         self.settings = settings
+        self._realtime = realtime
+        # SIGHUP: re-reads the config (raises ConfigError when invalid); None = nothing to reload.
+        self._reload = reload
         # systemd integration (monitor/notify.py): READY/STATUS/STOPPING/RELOADING and a
         # watchdog that pings only while the main loop, every camera reader and the describer
         # are alive. A no-op outside systemd (no NOTIFY_SOCKET).
@@ -81,16 +183,33 @@ class Monitor:
             from monitor.redis_sink import RedisSink
 
             self.redis = RedisSink.from_settings(settings, AlertRules(settings.alerts, settings.cameras))
-        # Bounded so a stalled describer holds readers back instead of growing memory.
-        self._candidates: queue.Queue = queue.Queue(maxsize=256)
-        self.cameras = [
-            CameraRun(
-                cam,
-                VideoSource(cam, realtime=realtime, stop=self.stop_event),
-                ChangeGate(cam.id, settings.gate_for(cam), cam.sample_fps, cam.masks),
-            )
-            for cam in settings.cameras
-        ]
+        # One bounded queue per camera: a stalled describer never holds a reader back; the
+        # oldest waiting changes of a camera are coalesced instead (and counted).
+        self._candidates = CameraQueues(settings.describer.queue_per_camera)
+        self.cameras = [self._make_run(cam, settings) for cam in settings.cameras]
+        self._retired: list[CameraRun] = []  # cameras removed or replaced by a reload
+        self._live = 0  # reader threads whose end marker has not been taken yet
+
+    def _make_run(self, cam: CameraConfig, settings: MonitorSettings) -> CameraRun:
+        stop = threading.Event()
+        return CameraRun(
+            cam,
+            VideoSource(cam, realtime=self._realtime, stop=stop),
+            ChangeGate(cam.id, settings.gate_for(cam), cam.sample_fps, cam.masks),
+            stop=stop,
+        )
+
+    def _start_reader(self, run: CameraRun) -> None:
+        run.thread = threading.Thread(
+            target=self._read_camera, args=(run,), name=f"camera-{run.camera.id}", daemon=True
+        )
+        self._live += 1
+        if self.stop_event.is_set():  # stop() came during a reload: the camera ends at once
+            run.stop.set()
+        run.thread.start()
+        # Grace: a paced reader waits up to one sample interval between frames.
+        grace = 2.0 / run.camera.sample_fps + 1.0
+        self.heartbeats.add_probe(f"camera:{run.camera.id}", CameraProbe(run), grace=grace)
 
     def stop(self) -> None:
         """Stop reading (SIGTERM): what is already queued is still described and written, for
@@ -99,10 +218,13 @@ class Monitor:
             self._stop_at = time.monotonic()
             self.notifier.stopping("stopping: draining queued changes")
         self.stop_event.set()
+        for run in list(self.cameras):
+            run.stop.set()
 
     def request_reload(self) -> None:
-        """SIGHUP (`systemctl reload`): the main loop reopens the log files (after logrotate
-        moved them) between two batches, with RELOADING=1 ... READY=1 around it."""
+        """SIGHUP (`systemctl reload`): between two batches, the main loop reopens the log files
+        (after logrotate moved them) and, for a config run, re-reads the config and applies its
+        cameras (`_reload_cameras`), with RELOADING=1 ... READY=1 around it."""
         self._reload_requested = True
 
     def run(self) -> RunResult:
@@ -112,24 +234,17 @@ class Monitor:
         self._started_at = time.monotonic()
         self.heartbeats.beat("main")
         for run in self.cameras:
-            run.thread = threading.Thread(
-                target=self._read_camera, args=(run,), name=f"camera-{run.camera.id}", daemon=True
-            )
-            run.thread.start()
-            # Grace: a paced reader waits up to one sample interval between frames.
-            grace = 2.0 / run.camera.sample_fps + 1.0
-            self.heartbeats.add_probe(f"camera:{run.camera.id}", CameraProbe(run), grace=grace)
+            self._start_reader(run)
         watchdog = Watchdog(self.notifier, self.heartbeats, status=self.status_line)
         watchdog.start()
-        live = len(self.cameras)
         try:
-            while live:
+            while self._live:
                 self.heartbeats.beat("main")
                 if self._stop_at is not None and time.monotonic() - self._stop_at > DRAIN_S:
-                    log.warning("drain_timeout", cameras_still_reading=live, queued=self._candidates.qsize())
+                    log.warning("drain_timeout", cameras_still_reading=self._live, queued=self._candidates.qsize())
                     break
                 batch = self._next_batch()
-                live -= sum(1 for item in batch if item is _DONE)
+                self._live -= sum(1 for item in batch if item is _DONE)
                 cands = [c for c in batch if c is not _DONE]
                 if cands:
                     self._describe(cands)
@@ -137,6 +252,8 @@ class Monitor:
                 self._lifecycle()
         finally:
             self.stop_event.set()
+            for run in self.cameras:
+                run.stop.set()
             self.heartbeats.remove("main")  # shutdown is bounded by its own timeouts
             if self._stop_at is None:  # a file run that ended by itself
                 self.notifier.stopping("stopping: sources ended")
@@ -148,10 +265,13 @@ class Monitor:
                     self.redis.close()
                 watchdog.stop()
         result = RunResult(events=self.sink.written)
-        for run in self.cameras:
-            result.cameras[run.camera.id] = run.source.stats
+        for run in [*self._retired, *self.cameras]:  # a camera's current run wins over a replaced one
+            cid = run.camera.id
+            result.cameras[cid] = run.source.stats
+            result.coalesced[cid] = result.coalesced.get(cid, 0) + run.coalesced
+            result.dropped[cid] = result.dropped.get(cid, 0) + run.dropped
             if run.error:
-                result.errors[run.camera.id] = run.error
+                result.errors[cid] = run.error
         return result
 
     def _lifecycle(self) -> None:
@@ -168,7 +288,82 @@ class Monitor:
             self.sink = LogFileSink(self.settings.log, echo=echo)  # closes the old handlers
             self.sink.written = written
             log.info("log_files_reopened", log_dir=str(self.settings.log.dir))
+            if self._stop_at is not None:
+                log.info("reload_ignored", reason="stopping")
+            elif self._reload is None:
+                log.info("config_reload_ignored", reason="not a --config run: no config to re-read")
+            else:
+                self._reload_config()
             self.notifier.ready(self.status_line())
+
+    def _reload_config(self) -> None:
+        """Re-read and validate the config; invalid: one error line, the running cameras keep
+        going. Valid: cameras are diffed by id (`_reload_cameras`); `cameras` and `gate` apply.
+        `log`, `redis` and `describer` changes need a restart (a warning says so); the Redis
+        sink's alert rules are the ones it was started with."""
+        try:
+            new = self._reload()
+        except MonitorError as exc:  # ConfigError: one line per problem, joined
+            problems = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            log.error("config_reload_refused", errors=mask_secrets(problems), keeping="the running config")
+            return
+        except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
+            log.error("config_reload_refused", errors=f"{type(exc).__name__}: {mask_secrets(str(exc))}")
+            return
+        old = self.settings
+        fixed = [k for k in ("log", "redis", "describer") if getattr(new, k) != getattr(old, k)]
+        if fixed:
+            log.warning("config_reload_partial", needs_restart=",".join(fixed))
+        self.settings = new.model_copy(update={k: getattr(old, k) for k in ("log", "redis", "describer")})
+        self._reload_cameras(old)
+
+    def _reload_cameras(self, old: MonitorSettings) -> None:
+        """Removed cameras: their readers are stopped and joined (what they queued is still
+        described). New cameras: started. Changed ones (any field of the camera, or its
+        effective gate settings): stopped, joined and started afresh. The others are untouched
+        (same thread, same gate)."""
+        new = self.settings
+        wanted = {c.id: c for c in new.cameras}
+        current = {r.camera.id: r for r in self.cameras}
+        keep, stopped, added, changed, removed = [], [], [], [], []
+        for cid, run in current.items():
+            cam = wanted.get(cid)
+            if cam is None:
+                removed.append(cid)
+                stopped.append(run)
+            elif cam != run.camera or new.gate_for(cam) != old.gate_for(run.camera):
+                changed.append(cid)
+                stopped.append(run)
+            else:
+                keep.append(run)
+        for run in stopped:
+            run.stop.set()
+        for run in stopped:
+            if run.thread is not None:
+                run.thread.join(10.0)
+                if run.thread.is_alive():
+                    log.warning("camera_stop_slow", camera=run.camera.id)
+            self.heartbeats.remove(f"camera:{run.camera.id}")
+        fresh = []
+        for cam in new.cameras:
+            if cam.id in current and current[cam.id] in keep:
+                fresh.append(current[cam.id])
+            else:
+                if cam.id not in current:
+                    added.append(cam.id)
+                fresh.append(self._make_run(cam, new))
+        self._retired.extend(stopped)
+        self.cameras = fresh  # replaced, never mutated: the watchdog thread reads it
+        for run in fresh:
+            if run.thread is None:
+                self._start_reader(run)
+        log.info(
+            "config_reloaded",
+            added=",".join(added) or "-",
+            removed=",".join(removed) or "-",
+            restarted=",".join(changed) or "-",
+            unchanged=len(keep),
+        )
 
     def _open_attempted(self, run: CameraRun) -> bool:
         stats = run.source.stats
@@ -181,14 +376,15 @@ class Monitor:
     def status_line(self) -> str:
         """`cameras up 3/4, 12 events/min` (systemctl status shows it)."""
         now = time.monotonic()
-        up = sum(1 for r in self.cameras if r.thread is not None and r.thread.is_alive() and not r.error)
+        cameras = self.cameras
+        up = sum(1 for r in cameras if r.thread is not None and r.thread.is_alive() and not r.error)
         written = self.sink.written
         with self._rate_lock:
             self._rate = [(t, n) for t, n in self._rate if now - t <= 60.0] + [(now, written)]
             t0, n0 = self._rate[0]
         per_min = (written - n0) * 60.0 / (now - t0) if now - t0 >= 1.0 else 0.0
         state = "stopping, " if self._stop_at is not None else ""
-        return f"{state}cameras up {up}/{len(self.cameras)}, {per_min:.0f} events/min, {written} events"
+        return f"{state}cameras up {up}/{len(cameras)}, {per_min:.0f} events/min, {written} events"
 
     def _emit(self, events: list[ChangeEvent]) -> None:
         if not events:
@@ -217,17 +413,8 @@ class Monitor:
             log.debug("seq_continued", last=merged)
 
     def _next_batch(self) -> list:
-        try:
-            first = self._candidates.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        while len(batch) < self.settings.describer.batch_size:
-            try:
-                batch.append(self._candidates.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+        """Up to batch_size items, taken round-robin across the cameras' queues."""
+        return self._candidates.take(self.settings.describer.batch_size, timeout=0.2)
 
     def _read_camera(self, run: CameraRun) -> None:
         tally = self._start_tally()
@@ -235,7 +422,7 @@ class Monitor:
         first_open = FirstOpen(tally)
         try:
             if run.source.network:
-                health = CameraHealth(run.camera, self._candidates.put)
+                health = CameraHealth(run.camera, lambda notice: self._candidates.put(run, notice))
                 self._read_network_camera(run, health, tally, first_open)
             else:
                 try:
@@ -256,13 +443,13 @@ class Monitor:
             first_open(False)
             if health is not None:
                 health.close()
-            self._candidates.put(_DONE)
+            self._candidates.put(run, _DONE)
 
     def _gate(self, run: CameraRun, frame) -> None:
         cand = run.gate.detect(frame)
         if cand is not None:
             run.candidates += 1
-            self._candidates.put(cand)
+            self._candidates.put(run, cand)
 
     def _start_tally(self) -> StartTally:
         # Made on first use by whichever camera thread comes first (dict.setdefault is atomic).
@@ -281,7 +468,7 @@ class Monitor:
         camera was away is reported as one change once the scene settles after it returns
         (`ChangeGate.resume`; a new gate only when the frame size changed). A camera whose very first open fails is
         retried according to `retry_at_start` (see `_retry_at_start`)."""
-        src, cam, stop = run.source, run.camera, self.stop_event
+        src, cam, stop = run.source, run.camera, run.stop
         backoff = Backoff(cam.source, cam.reconnect_max_s)
         shape: tuple[int, ...] | None = None
         while not stop.is_set():

@@ -33,6 +33,7 @@ from monitor.sources import Backoff
 
 CLIP = "one-by-one-person-detection.mp4"  # 10 fps; a person walks in at 6.1 s, stays until 20 s
 
+
 @pytest.fixture(autouse=True)
 def _gstreamer_installed() -> None:
     # Not a skip: .ci/run installs GStreamer's RTSP server, so its absence is a failure.

@@ -15,6 +15,7 @@ from support import REPO
 UNIT = REPO / "systemd" / "monitor.service"
 EXEC = "/opt/monitor/.venv/bin/monitor"
 
+
 @pytest.fixture(autouse=True)
 def _systemd_analyze_installed() -> None:
     # Not a skip: .ci/run installs Debian's systemd package, so its absence is a failure.
