@@ -18,9 +18,10 @@ from support import read_events
 
 from monitor.camera_health import HealthNotice
 from monitor.config import CameraConfig, load_settings
-from monitor.daemon import CameraQueues, CameraRun, Monitor
+from monitor.daemon import CameraRun, Monitor
 from monitor.describe import EmbeddedDescriber
 from monitor.notify import Notifier
+from monitor.queues import CameraQueues
 from monitor.records import ChangeCandidate, Frame, GateScores, Region
 from monitor.sample_scene import render_sample_scene
 from monitor.sources import VideoSource
