@@ -114,6 +114,13 @@ class DescriberConfig(Strict):
     )
 
 
+class HttpConfig(Strict):
+    bind: str | None = Field(
+        "127.0.0.1:9108", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$",
+        description="host:port of /healthz and /metrics; null = off",
+    )  # fmt: skip
+
+
 class LogConfig(Strict):
     dir: Path = Field(Path("./monitor-logs"), description="where changes.jsonl and changes.log go")
     max_bytes: int = Field(10_000_000, ge=1024, description="rotate a log file at this size")
@@ -170,6 +177,7 @@ class MonitorSettings(BaseSettings):
     log: LogConfig = Field(default_factory=LogConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     alerts: list[AlertRule] = Field(default_factory=list)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -16,6 +16,7 @@ from monitor.config import CameraConfig, MonitorSettings
 from monitor.describe import Describer, build_describer
 from monitor.errors import MonitorError, SourceError, mask_secrets
 from monitor.gate import ChangeGate
+from monitor.http_health import HealthServer, Metrics
 from monitor.notify import BeatingDescriber, CameraProbe, Heartbeats, Notifier, Watchdog
 from monitor.order import EventOrderer
 from monitor.queues import CameraQueues
@@ -83,6 +84,9 @@ class Monitor:
         self._started_at = 0.0
         self._rate: list[tuple[float, int]] = []  # (monotonic, events written) for events/min
         self._rate_lock = threading.Lock()
+        self.last_event: dict[str, str] = {}  # camera -> t_after of its last event (/healthz)
+        self.metrics = Metrics(self)
+        self.http = HealthServer(self, settings.http.bind) if settings.http.bind else None
         self.sink = LogFileSink(settings.log, echo=echo)
         self.orderer = EventOrderer(settings.log.reorder_window_s)
         self.redis = None
@@ -145,6 +149,8 @@ class Monitor:
             self._start_reader(run)
         watchdog = Watchdog(self.notifier, self.heartbeats, status=self.status_line)
         watchdog.start()
+        if self.http is not None:
+            self.http.start()
         try:
             while self._live:
                 self.heartbeats.beat("main")
@@ -172,6 +178,8 @@ class Monitor:
                 if self.redis is not None:
                     self.redis.close()
                 watchdog.stop()
+                if self.http is not None:
+                    self.http.stop()
         result = RunResult(events=self.sink.written)
         for run in [*self._retired, *self.cameras]:  # a camera's current run wins over a replaced one
             cid = run.camera.id
@@ -281,6 +289,10 @@ class Monitor:
             return True
         return time.monotonic() - self._started_at > run.camera.open_timeout_s + 1.0
 
+    def oldest_waiting(self) -> float | None:
+        """When the oldest change still waiting for the describer was detected (UNIX time)."""
+        return self._candidates.oldest_detected()
+
     def status_line(self) -> str:
         """`cameras up 3/4, 12 events/min` (systemctl status shows it)."""
         now = time.monotonic()
@@ -301,6 +313,7 @@ class Monitor:
             self.redis.write_many(events)  # into the durable spool first, then the log files
         for event in events:
             self.sink.write(event)
+            self.last_event[event.camera] = event.t_after
 
     def _continue_seqs(self) -> None:
         """A restarted daemon continues each camera's seq after the highest it already produced
@@ -430,7 +443,8 @@ class Monitor:
 
     def _describe(self, cands: list) -> None:
         real = [c for c in cands if not isinstance(c, HealthNotice)]
-        descriptions = iter(self.describer.describe(real) if real else [])
+        with self.metrics.describe_seconds.time():
+            descriptions = iter(self.describer.describe(real) if real else [])
         for item in cands:  # in arrival order: a camera's seq follows what happened to it
             if isinstance(item, HealthNotice):
                 self.orderer.push(self._health_event(item))

@@ -100,6 +100,11 @@ class CameraQueues:
         with self._cond:
             return sum(len(q) for q in self._queues.values())
 
+    def oldest_detected(self) -> float | None:
+        with self._cond:
+            times = [x.detected_at for q in self._queues.values() for x in q if isinstance(x, ChangeCandidate)]
+            return min(times, default=None)
+
     def sizes(self) -> dict[str, int]:
         """Change candidates waiting, per camera."""
         with self._cond:

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from support import EXAMPLE_CONFIG, assert_no_traceback, error_lines, run_monitor
 
-from monitor.config import load_settings
+from monitor.config import MonitorSettings, load_settings
 from monitor.errors import ConfigError
 
 SECRET = "S3cretPw"
-SECTIONS = {"cameras", "gate", "describer", "log", "redis", "alerts"}
+SECTIONS = set(MonitorSettings.model_fields)  # the top-level sections
 LINE = re.compile(r"^[A-Za-z_][\w.]*(\.-?\d+)?[\w.-]*: .+")  # `-1`: a YAML key may be an int
 
 EXAMPLE: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
