@@ -249,9 +249,7 @@ def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(cam_id, str):
             if cam_id in first_index:
                 msg = f"camera id {cam_id!r} is used twice (also cameras.{first_index[cam_id]}.id)"
-                errors.append(
-                    {"type": PydanticCustomError("duplicate_id", msg), "loc": ("cameras", i, "id"), "input": cam_id}
-                )
+                errors.append(_custom_error(("cameras", i, "id"), "duplicate_id", msg, cam_id))
             else:
                 first_index[cam_id] = i
         override = cam.get("gate")
@@ -268,6 +266,11 @@ def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     return errors + alert_errors
 
 
+def _custom_error(loc: tuple, kind: str, msg: str, value: Any) -> dict[str, Any]:
+    """A validation error of our own, in pydantic's error-list form."""
+    return {"type": PydanticCustomError(kind, msg), "loc": loc, "input": value}
+
+
 def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[str, Any]]:
     """Each rule's cameras must exist, and each of its zones on at least one of its cameras
     (on some camera when the rule names none); rule names must be unique."""
@@ -277,9 +280,6 @@ def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[
             zones = cam.get("zones") if isinstance(cam.get("zones"), list | tuple) else []
             names = [z.get("name") for z in map(plain, zones) if isinstance(z, dict)]  # may be unhashable
             zones_of.setdefault(cam["id"], set()).update(n for n in names if isinstance(n, str))
-
-    def error(loc: tuple, kind: str, msg: str, value: Any) -> dict[str, Any]:
-        return {"type": PydanticCustomError(kind, msg), "loc": loc, "input": value}
 
     errors: list[dict[str, Any]] = []
     first_name: dict[str, int] = {}
@@ -291,7 +291,7 @@ def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[
         if isinstance(name, str):
             if name in first_name:
                 msg = f"alert rule name {name!r} is used twice (also alerts.{first_name[name]}.name)"
-                errors.append(error(("alerts", i, "name"), "duplicate_rule", msg, name))
+                errors.append(_custom_error(("alerts", i, "name"), "duplicate_rule", msg, name))
             else:
                 first_name.setdefault(name, i)
         rule_cams = rule.get("cameras") if isinstance(rule.get("cameras"), list | tuple) else []
@@ -303,7 +303,7 @@ def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[
                 scope.append(cam_id)
             else:
                 msg = f"unknown camera {cam_id!r} (cameras: {known})"
-                errors.append(error(("alerts", i, "cameras", j), "unknown_camera", msg, cam_id))
+                errors.append(_custom_error(("alerts", i, "cameras", j), "unknown_camera", msg, cam_id))
         if rule_cams and not scope:
             continue  # every named camera is unknown: already reported
         scope = scope or list(zones_of)
@@ -319,7 +319,7 @@ def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[
                 where = "any camera"
             defined = sorted(set().union(*(zones_of[c] for c in scope))) if scope else []
             msg = f"zone {zone!r} is not defined on {where} (zones: {', '.join(defined) or 'none'})"
-            errors.append(error(("alerts", i, "zones", j), "unknown_zone", msg, zone))
+            errors.append(_custom_error(("alerts", i, "zones", j), "unknown_zone", msg, zone))
     return errors
 
 

@@ -94,11 +94,6 @@ def fit_exposure(img: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> Exposure:
     return Exposure(gain, float(offset))
 
 
-def match_exposure(img: np.ndarray, ref: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """`img` brought to `ref`'s exposure."""
-    return fit_exposure(img, ref, idx).apply(img)
-
-
 def shrink(grey: np.ndarray, width: int) -> np.ndarray:
     """Downscale to `width` (aspect kept): Gaussian pyramid halvings, then one area resize."""
     while grey.shape[1] >= 2 * width:
