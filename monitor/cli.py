@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_plugin_commands(sub: Any, bench: Any) -> None:
+    """Subcommands of other installed packages (`finetune`), found through the `monitor.commands`
+    entry points, so the daemon's package never imports the training code. Each entry point is a
+    function `(subparsers, bench_subparsers) -> None`; it must import nothing heavy."""
+    for entry in entry_points(group="monitor.commands"):
+        entry.load()(sub, bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Video-surveillance change monitor.")
     p.add_argument(
@@ -299,14 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("bench", help="benchmarks that print a table and JSON")
-    b.add_argument("what", choices=["gate", "redis"], help="what to measure")
-    b.add_argument("--video", type=Path, action="append", help="footage (repeatable; default: shared footage)")
-    b.add_argument("--sample-fps", type=float, default=1.0)
-    b.add_argument("--json", type=Path, help="also write the results here")
-    b.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
-    b.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
-    b.add_argument("--events", type=int, default=5000, help="redis: events per measurement (default 5000)")
-    b.set_defaults(func=cmd_bench)
+    bench = b.add_subparsers(dest="what", required=True, metavar="WHAT")
+    bg = bench.add_parser("gate", help="the change gate against naive full decode + SSIM, per sampled frame")
+    bg.add_argument("--video", type=Path, action="append", help="footage (repeatable; default: shared footage)")
+    bg.add_argument("--sample-fps", type=float, default=1.0)
+    bg.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
+    bg.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
+    bg.add_argument("--json", type=Path, help="also write the results here")
+    bg.set_defaults(func=cmd_bench)
+    br = bench.add_parser("redis", help="Redis delivery throughput against a throwaway redis-server")
+    br.add_argument("--events", type=int, default=5000, help="events per measurement (default 5000)")
+    br.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
+    br.add_argument("--json", type=Path, help="also write the results here")
+    br.set_defaults(func=cmd_bench)
+    _add_plugin_commands(sub, bench)
     return p
 
 
