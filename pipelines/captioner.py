@@ -1,0 +1,357 @@
+"""ChangeCaptioner: a LLaVA checkpoint turned into a before/after change describer.
+
+Two modes, one interface:
+- `compressed` (default): CompressedCaptioner, 2 LM tokens per frame (+2 delta tokens per pair);
+  each frame's vision features are cached by `FrameInput.key`, so a frame that is the "after" of
+  one pair and the "before" of the next goes through the vision tower once.
+- `pair`: plain LlavaForConditionalGeneration on one side-by-side image (earlier on the left),
+  all the checkpoint's visual tokens.
+Frames are resized and padded to the square input (never centre-cropped: objects enter at the edges).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig, LlavaForConditionalGeneration
+
+from pipelines.checkpoint import (
+    CheckpointError,
+    load_image_processor,
+    load_model,
+    load_tokenizer,
+    resolve_checkpoint,
+    visual_tokens_per_image,
+)
+from pipelines.compressed import CompressedCaptioner
+from pipelines.prompt import clean_caption, compressed_prompt, conversation, encode, pair_prompt
+from pipelines.records import FrameInput, PairInput
+
+MODES = ("compressed", "pair")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """CUDA: bf16 where supported, else fp16. CPU: fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype {dtype!r}: use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+class FrameCache:
+    """Vision features by frame key, the newest `per_group` frames of each group (a tuple key's
+    first element: the camera)."""
+
+    def __init__(self, per_group: int = 8):
+        self.per_group = per_group
+        self._groups: dict[Hashable, OrderedDict[Hashable, torch.Tensor]] = {}
+
+    @staticmethod
+    def _group(key: Hashable) -> Hashable:
+        return key[0] if isinstance(key, tuple) and key else None
+
+    def get(self, key: Hashable) -> torch.Tensor | None:
+        return self._groups.get(self._group(key), {}).get(key)
+
+    def put(self, key: Hashable, features: torch.Tensor) -> None:
+        group = self._groups.setdefault(self._group(key), OrderedDict())
+        group[key] = features
+        while len(group) > self.per_group:
+            group.popitem(last=False)
+
+    def clear(self) -> None:
+        self._groups.clear()
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self._groups.values())
+
+
+class ChangeCaptioner:
+    """Loaded once; `caption(pairs)` gives one clean sentence (or "no visible change") per pair."""
+
+    def __init__(
+        self,
+        model: CompressedCaptioner | LlavaForConditionalGeneration,
+        tokenizer,
+        image_processor,
+        *,
+        mode: str,
+        device: torch.device,
+        batch_size: int = 8,
+        cache_frames: int = 8,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.mode = mode
+        self.device = device
+        self.batch_size = batch_size
+        self.frame_cache = FrameCache(cache_frames)
+        self.adapter: str | None = None
+        self._peft = None  # the PeftModel wrapper while an adapter is loaded
+        self._adapters = 0
+        config = model.config
+        self.placeholder_id = int(config.image_token_id)
+        self.image_size = int(config.vision_config.image_size)
+        self.image_tokens = visual_tokens_per_image(config)
+        mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).view(3, 1, 1)
+        self._mean, self._std = mean, torch.tensor(image_processor.image_std, dtype=torch.float32).view(3, 1, 1)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        mode: str = "compressed",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        quantization: str | None = None,
+        adapter: str | Path | None = None,
+        content_grid: int = 1,
+        delta_tokens: int = 2,
+        batch_size: int = 8,
+        cache_frames: int = 8,
+    ) -> ChangeCaptioner:
+        """Offline, safetensors only. A LLaVA checkpoint in `compressed` mode gets a new
+        (untrained, zero-shot) compressor with `content_grid`/`delta_tokens`; a saved
+        CompressedCaptioner keeps its own."""
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
+        path = resolve_checkpoint(path)
+        dev = pick_device(device)
+        model = load_model(path, dtype=pick_dtype(dtype, dev), device=dev, quantization=quantization or "none")
+        if mode == "compressed" and not isinstance(model, CompressedCaptioner):
+            model = CompressedCaptioner.from_llava(model, content_grid=content_grid, delta_tokens=delta_tokens).eval()
+        elif mode == "pair" and isinstance(model, CompressedCaptioner):
+            model = model.to_llava().eval()
+        tokenizer = load_tokenizer(path)
+        if model.config.image_token_id >= len(tokenizer):
+            raise CheckpointError(f"{path}: image_token_index {model.config.image_token_id} is not in the tokenizer")
+        captioner = cls(
+            model,
+            tokenizer,
+            load_image_processor(path),
+            mode=mode,
+            device=dev,
+            batch_size=batch_size,
+            cache_frames=cache_frames,
+        )
+        if adapter is not None:
+            captioner.load_adapter(adapter)
+        return captioner
+
+    # -- images ----------------------------------------------------------------------------
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()  # (3, H, W) 0-255
+
+    def _square(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) 0-255 -> (3, S, S) normalised: resized to fit, padded with the mean colour."""
+        size = self.image_size
+        h, w = image.shape[1:]
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        resized = F.interpolate(image[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+        canvas = (self._mean * 255.0).expand(3, size, size).clone()
+        top, left = (size - nh) // 2, (size - nw) // 2
+        canvas[:, top : top + nh, left : left + nw] = resized[0].clamp(0, 255)
+        return (canvas / 255.0 - self._mean) / self._std
+
+    def side_by_side(self, pair: PairInput) -> torch.Tensor:
+        """(3, S, S): before on the left, after on the right (resized to the before's size)."""
+        before, after = self._tensor(pair.before.image), self._tensor(pair.after.image)
+        if after.shape != before.shape:
+            after = F.interpolate(after[None], size=before.shape[1:], mode="bilinear", antialias=True)[0]
+        return self._square(torch.cat([before, after], dim=2))
+
+    def pixel_values(self, frames: Sequence[FrameInput]) -> torch.Tensor:
+        """(N, 3, S, S) in the vision tower's dtype, on the device."""
+        pixels = torch.stack([self._square(self._tensor(f.image)) for f in frames])
+        return pixels.to(self.device, self.model.dtype)
+
+    def frame_features(self, frames: Sequence[FrameInput]) -> torch.Tensor:
+        """(N, P, Dv) vision features; frames with a key already seen come from the cache."""
+        found = [self.frame_cache.get(f.key) if f.key is not None else None for f in frames]
+        todo = [i for i, feats in enumerate(found) if feats is None]
+        if todo:
+            encoded = self.model.vision_features(self.pixel_values([frames[i] for i in todo]))
+            for i, feats in zip(todo, encoded):
+                found[i] = feats
+                if frames[i].key is not None:
+                    self.frame_cache.put(frames[i].key, feats)
+        return torch.stack(found)
+
+    # -- batches ---------------------------------------------------------------------------
+    def _pieces(self, pair: PairInput):
+        if self.mode == "pair":
+            return pair_prompt(pair, image_tokens=self.image_tokens)
+        cfg = self.model.config
+        return compressed_prompt(pair, tokens_per_frame=cfg.tokens_per_frame, delta_tokens=cfg.delta_tokens)
+
+    def collate(
+        self,
+        pairs: Sequence[PairInput],
+        targets: Sequence[Sequence[str]] | None = None,
+        *,
+        multi_turn: bool = True,
+        frame_cache: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """The model's inputs. Inference (targets None): left padding. Training: right padding and
+        `labels` (-100 everywhere but the answer tokens); `model(**batch).loss` is the loss.
+        Compressed: every frame once per batch (`pixel_values`, or cached `frame_features` with
+        frame_cache=True), `frame_index` (B, F) and `query_mask` (B, L)."""
+        pieces = [self._pieces(p) for p in pairs]
+        if targets is not None:
+            pieces = [conversation(pc, list(t), multi_turn=multi_turn) for pc, t in zip(pieces, targets)]
+        encoded = [encode(pc, self.tokenizer, self.placeholder_id) for pc in pieces]
+        length = max(len(e.input_ids) for e in encoded)
+        left = targets is None  # generation continues at the right edge: pad on the left
+        batch_size = len(encoded)
+        input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
+        query_mask = torch.zeros((batch_size, length), dtype=torch.bool)
+        labels = torch.full((batch_size, length), -100, dtype=torch.long)
+        for b, e in enumerate(encoded):
+            n = len(e.input_ids)
+            span = slice(length - n, length) if left else slice(0, n)
+            ids = torch.tensor(e.input_ids)
+            input_ids[b, span] = ids
+            attention_mask[b, span] = 1
+            query_mask[b, span] = torch.tensor(e.query_mask)
+            labels[b, span] = torch.where(torch.tensor(e.label_mask), ids, -100)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if targets is not None:
+            batch["labels"] = labels
+        if self.mode == "pair":
+            pixels = torch.stack([self.side_by_side(p) for p in pairs])
+            batch["pixel_values"] = pixels.to(self.model.dtype)
+        else:
+            frames, frame_index = self._unique_frames(pairs)
+            batch["frame_index"] = frame_index
+            batch["query_mask"] = query_mask
+            if frame_cache:
+                batch["frame_features"] = self.frame_features(frames)
+            else:
+                batch["pixel_values"] = self.pixel_values(frames)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @staticmethod
+    def _unique_frames(pairs: Sequence[PairInput]) -> tuple[list[FrameInput], torch.Tensor]:
+        """Each keyed frame once per batch; (B, F) rows per sample in time order, -1 = none."""
+        frames: list[FrameInput] = []
+        rows: dict[Hashable, int] = {}
+        index = []
+        for pair in pairs:
+            sample = []
+            for frame in pair.frames:
+                if frame.key is None or frame.key not in rows:
+                    if frame.key is not None:
+                        rows[frame.key] = len(frames)
+                    sample.append(len(frames))
+                    frames.append(frame)
+                else:
+                    sample.append(rows[frame.key])
+            index.append(sample)
+        width = max(len(s) for s in index)
+        return frames, torch.tensor([s + [-1] * (width - len(s)) for s in index], dtype=torch.long)
+
+    # -- captions --------------------------------------------------------------------------
+    def generation_config(self, max_new_tokens: int) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+
+    @torch.inference_mode()
+    def generate(self, pairs: Sequence[PairInput], *, max_new_tokens: int = 32) -> list[str]:
+        """One batch, raw decoded text (before clean-up)."""
+        batch = self.collate(pairs, frame_cache=True)
+        prompt_len = batch["input_ids"].shape[1]
+        out = self.model.generate(**batch, generation_config=self.generation_config(max_new_tokens))
+        return self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+
+    def caption(self, pairs: Sequence[PairInput], *, max_new_tokens: int = 32) -> list[str]:
+        """One clean sentence per change, or "no visible change", per pair; in batches of
+        `batch_size`. CUDA out of memory: the batch is halved and retried (down to 1)."""
+        texts: list[str] = []
+        size = max(1, self.batch_size)
+        start = 0
+        while start < len(pairs):
+            chunk = pairs[start : start + size]
+            try:
+                raw = self.generate(chunk, max_new_tokens=max_new_tokens)
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                size //= 2
+                continue
+            texts += [clean_caption(t) for t in raw]
+            start += len(chunk)
+        return texts
+
+    def warm_up(self) -> None:
+        """One caption on a synthetic pair: kernels, allocator and caches are ready before the
+        first real change."""
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
+        self.caption([PairInput(FrameInput(img, 0.0), FrameInput(img[::-1].copy(), 1.0))], max_new_tokens=2)
+
+    # -- adapters --------------------------------------------------------------------------
+    def load_adapter(self, path: str | Path) -> None:
+        """Apply a peft LoRA adapter directory; replaces the current one (hot swap). A bad adapter
+        raises CheckpointError and leaves the current one in place."""
+        from peft import PeftModel
+
+        path = Path(path).expanduser()
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path}: missing {name} (not a peft LoRA adapter directory)")
+        self._adapters += 1
+        name = f"adapter_{self._adapters}"
+        try:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self.model, path, adapter_name=name, is_trainable=False)
+            else:
+                old = self._peft.active_adapter
+                self._peft.load_adapter(path, adapter_name=name, is_trainable=False)
+                self._peft.set_adapter(name)
+                self._peft.delete_adapter(old)
+        except Exception as exc:  # noqa: BLE001 - wrong shapes, wrong target modules: one line
+            message = f"{path}: cannot apply the adapter ({type(exc).__name__}: {exc})".splitlines()[0]
+            raise CheckpointError(message) from None
+        self._peft.eval()
+        self.adapter = str(path)
+        self.frame_cache.clear()  # an adapter may carry its own projector or compressor
+
+    def unload_adapter(self) -> None:
+        """Back to the checkpoint's own weights."""
+        if self._peft is not None:
+            self.model = self._peft.unload()
+            self._peft = None
+        self.adapter = None
+        self.frame_cache.clear()
