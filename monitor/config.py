@@ -128,6 +128,24 @@ class LogConfig(Strict):
     reorder_window_s: float = Field(2.0, ge=0, description="how long events wait to be merged across cameras")
 
 
+class CapturesConfig(Strict):
+    """Before/after JPEGs + event.json of every change event, for review and fine-tuning."""
+
+    enabled: bool = Field(False, description="save a capture folder per change event")
+    dir: Path = Field(Path("./monitor-captures"), description="<dir>/<camera>/<YYYY-MM-DD>/<event_id>/")
+    max_age_days: float = Field(30.0, gt=0, description="captures older than this are deleted")
+    max_bytes: int = Field(10_000_000_000, ge=1, description="beyond this total size the oldest are deleted")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of before.jpg / after.jpg")
+
+
+class JobsConfig(Strict):
+    """Periodic jobs (apscheduler; a job still running is never started again)."""
+
+    stats_interval_s: float = Field(60.0, gt=0, description="heartbeat/stats record to the log (and Redis)")
+    retention_interval_s: float = Field(600.0, gt=0, description="capture retention by age and size")
+    spool_interval_s: float = Field(300.0, gt=0, description="Redis spool maintenance and depth report")
+
+
 class RedisConfig(Strict):
     """Redis streams output (at-least-once, ordered per camera, idempotent)."""
 
@@ -178,6 +196,8 @@ class MonitorSettings(BaseSettings):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     alerts: list[AlertRule] = Field(default_factory=list)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    captures: CapturesConfig = Field(default_factory=CapturesConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -1,8 +1,8 @@
-"""The data path, wired: per-camera reader+gate threads -> describer -> order -> sinks."""
+"""The data path, wired: per-camera reader+gate threads -> describer -> order -> write path
+(log files, Redis, captures), plus the periodic jobs, systemd notifications and /healthz."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -11,37 +11,29 @@ from typing import TextIO
 
 import structlog
 
-from monitor.camera_health import CameraHealth, FirstOpen, HealthNotice, StartTally, outage_reason
+from monitor.camera_health import HealthNotice, StartTally
+from monitor.camera_reader import DONE, CameraReader, CameraRun
 from monitor.config import CameraConfig, MonitorSettings
 from monitor.describe import Describer, build_describer
-from monitor.errors import MonitorError, SourceError, mask_secrets
+from monitor.errors import MonitorError, mask_secrets
+from monitor.events import change_event, health_event
 from monitor.gate import ChangeGate
 from monitor.http_health import HealthServer, Metrics
+from monitor.jobs import Jobs, StatsJob, daemon_jobs
 from monitor.notify import BeatingDescriber, CameraProbe, Heartbeats, Notifier, Watchdog
 from monitor.order import EventOrderer
 from monitor.queues import CameraQueues
-from monitor.records import ChangeCandidate, ChangeEvent, RegionOut, ScoresOut, iso_utc, make_event_id
-from monitor.sinks import LogFileSink, last_logged_seqs
-from monitor.sources import Backoff, SourceStats, VideoSource
+from monitor.records import ChangeEvent
+from monitor.sources import SourceStats, VideoSource
+from monitor.writer import EventWriter
 
 log = structlog.get_logger("monitor.daemon")
 
-_DONE = object()  # a camera thread's end marker
+__all__ = ["DRAIN_S", "CameraRun", "Monitor", "RunResult"]
+
 DRAIN_S = 20.0  # after stop(): at most this long to describe and write what is already queued
-
-
-@dataclass
-class CameraRun:
-    camera: CameraConfig
-    source: VideoSource
-    gate: ChangeGate
-    thread: threading.Thread | None = None
-    error: str | None = None
-    candidates: int = 0
-    online: bool | None = None  # network cameras: False while down and reconnecting, True while frames come
-    coalesced: int = 0  # candidates merged into a neighbour because the camera's queue was full
-    dropped: int = 0  # candidates dropped (the oldest) because the camera's queue was full
-    stop: threading.Event = field(default_factory=threading.Event)  # this camera only (reload)
+# Sections a reload cannot change in a running daemon (a warning says they need a restart).
+RESTART_ONLY = ("log", "redis", "describer", "captures", "jobs")
 
 
 @dataclass
@@ -84,23 +76,35 @@ class Monitor:
         self._started_at = 0.0
         self._rate: list[tuple[float, int]] = []  # (monotonic, events written) for events/min
         self._rate_lock = threading.Lock()
-        self.last_event: dict[str, str] = {}  # camera -> t_after of its last event (/healthz)
         self.metrics = Metrics(self)
         self.http = HealthServer(self, settings.http.bind) if settings.http.bind else None
-        self.sink = LogFileSink(settings.log, echo=echo)
+        self.writer = EventWriter(settings, echo=echo)
         self.orderer = EventOrderer(settings.log.reorder_window_s)
-        self.redis = None
-        if settings.redis.url:
-            from monitor.alerts import AlertRules
-            from monitor.redis_sink import RedisSink
-
-            self.redis = RedisSink.from_settings(settings, AlertRules(settings.alerts, settings.cameras))
+        self.jobs: Jobs | None = None
+        self.stats_job: StatsJob | None = None  # set by daemon_jobs()
         # One bounded queue per camera: a stalled describer never holds a reader back; the
         # oldest waiting changes of a camera are coalesced instead (and counted).
         self._candidates = CameraQueues(settings.describer.queue_per_camera)
         self.cameras = [self._make_run(cam, settings) for cam in settings.cameras]
         self._retired: list[CameraRun] = []  # cameras removed or replaced by a reload
         self._live = 0  # reader threads whose end marker has not been taken yet
+        self._tally: StartTally | None = None  # first opens of the cameras started with the run
+
+    # The write path's state, under the names /healthz, /metrics and the tests read.
+    @property
+    def sink(self):
+        return self.writer.sink
+
+    @property
+    def redis(self):
+        return self.writer.redis
+
+    @property
+    def last_event(self) -> dict[str, str]:
+        return self.writer.last_event
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_at if self._started_at else 0.0
 
     def _make_run(self, cam: CameraConfig, settings: MonitorSettings) -> CameraRun:
         stop = threading.Event()
@@ -112,9 +116,13 @@ class Monitor:
         )
 
     def _start_reader(self, run: CameraRun) -> None:
-        run.thread = threading.Thread(
-            target=self._read_camera, args=(run,), name=f"camera-{run.camera.id}", daemon=True
+        if self._tally is None:
+            self._tally = StartTally(len(self.cameras))
+        # The gate settings of the current config: a reload may have replaced it since.
+        reader = CameraReader(
+            run, self._candidates, lambda cam: self.settings.gate_for(cam), self._tally, self.stop_event
         )
+        run.thread = threading.Thread(target=reader, name=f"camera-{run.camera.id}", daemon=True)
         self._live += 1
         if self.stop_event.is_set():  # stop() came during a reload: the camera ends at once
             run.stop.set()
@@ -142,8 +150,14 @@ class Monitor:
     def run(self) -> RunResult:
         if not self.cameras:
             raise MonitorError("no cameras configured (give --source or a config with cameras:)")
-        self._continue_seqs()
+        last = self.writer.start()
+        for cam, seq in last.items():
+            self.orderer.set_start(cam, seq)
+        if last:
+            log.debug("seq_continued", last=last)
         self._started_at = time.monotonic()
+        self.jobs = daemon_jobs(self)
+        self.jobs.start()
         self.heartbeats.beat("main")
         for run in self.cameras:
             self._start_reader(run)
@@ -158,8 +172,8 @@ class Monitor:
                     log.warning("drain_timeout", cameras_still_reading=self._live, queued=self._candidates.qsize())
                     break
                 batch = self._next_batch()
-                self._live -= sum(1 for item in batch if item is _DONE)
-                cands = [c for c in batch if c is not _DONE]
+                self._live -= sum(1 for item in batch if item is DONE)
+                cands = [c for c in batch if c is not DONE]
                 if cands:
                     self._describe(cands)
                 self._emit(self.orderer.pop_ready())
@@ -172,15 +186,14 @@ class Monitor:
             if self._stop_at is None:  # a file run that ended by itself
                 self.notifier.stopping("stopping: sources ended")
             try:
+                self.jobs.shutdown()
                 self._emit(self.orderer.flush())
             finally:
-                self.sink.close()
-                if self.redis is not None:
-                    self.redis.close()
+                self.writer.close()
                 watchdog.stop()
                 if self.http is not None:
                     self.http.stop()
-        result = RunResult(events=self.sink.written)
+        result = RunResult(events=self.writer.written)
         for run in [*self._retired, *self.cameras]:  # a camera's current run wins over a replaced one
             cid = run.camera.id
             result.cameras[cid] = run.source.stats
@@ -200,10 +213,7 @@ class Monitor:
         if self._reload_requested:
             self._reload_requested = False
             self.notifier.reloading()
-            echo, written = self.sink.echo, self.sink.written
-            self.sink = LogFileSink(self.settings.log, echo=echo)  # closes the old handlers
-            self.sink.written = written
-            log.info("log_files_reopened", log_dir=str(self.settings.log.dir))
+            self.writer.reopen_logs()
             if self._stop_at is not None:
                 log.info("reload_ignored", reason="stopping")
             elif self._reload is None:
@@ -215,8 +225,8 @@ class Monitor:
     def _reload_config(self) -> None:
         """Re-read and validate the config; invalid: one error line, the running cameras keep
         going. Valid: cameras are diffed by id (`_reload_cameras`); `cameras` and `gate` apply.
-        `log`, `redis` and `describer` changes need a restart (a warning says so); the Redis
-        sink's alert rules are the ones it was started with."""
+        `log`, `redis`, `describer`, `captures` and `jobs` changes need a restart (a warning
+        says so); the Redis sink's alert rules are the ones it was started with."""
         try:
             new = self._reload()
         except MonitorError as exc:  # ConfigError: one line per problem, joined
@@ -227,10 +237,10 @@ class Monitor:
             log.error("config_reload_refused", errors=f"{type(exc).__name__}: {mask_secrets(str(exc))}")
             return
         old = self.settings
-        fixed = [k for k in ("log", "redis", "describer") if getattr(new, k) != getattr(old, k)]
+        fixed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(old, k)]
         if fixed:
             log.warning("config_reload_partial", needs_restart=",".join(fixed))
-        self.settings = new.model_copy(update={k: getattr(old, k) for k in ("log", "redis", "describer")})
+        self.settings = new.model_copy(update={k: getattr(old, k) for k in RESTART_ONLY})
         self._reload_cameras(old)
 
     def _reload_cameras(self, old: MonitorSettings) -> None:
@@ -298,7 +308,7 @@ class Monitor:
         now = time.monotonic()
         cameras = self.cameras
         up = sum(1 for r in cameras if r.thread is not None and r.thread.is_alive() and not r.error)
-        written = self.sink.written
+        written = self.writer.written
         with self._rate_lock:
             self._rate = [(t, n) for t, n in self._rate if now - t <= 60.0] + [(now, written)]
             t0, n0 = self._rate[0]
@@ -306,140 +316,12 @@ class Monitor:
         state = "stopping, " if self._stop_at is not None else ""
         return f"{state}cameras up {up}/{len(cameras)}, {per_min:.0f} events/min, {written} events"
 
-    def _emit(self, events: list[ChangeEvent]) -> None:
-        if not events:
-            return
-        if self.redis is not None:
-            self.redis.write_many(events)  # into the durable spool first, then the log files
-        for event in events:
-            self.sink.write(event)
-            self.last_event[event.camera] = event.t_after
-
-    def _continue_seqs(self) -> None:
-        """A restarted daemon continues each camera's seq after the highest it already produced
-        (log files, the Redis spool, Redis' delivered hash), so numbering never restarts at 1:
-        the Redis idempotency check relies on it, and so does anyone reading the log."""
-        last = last_logged_seqs(self.settings.log.dir)
-        sources = [last]
-        if self.redis is not None:
-            sources.append(self.redis.spool.last_seqs() if self.redis.spool is not None else {})
-            sources.append(self.redis.start())  # {} when Redis is unreachable now
-        merged: dict[str, int] = {}
-        for src in sources:
-            for cam, seq in src.items():
-                merged[cam] = max(merged.get(cam, 0), seq)
-        for cam, seq in merged.items():
-            self.orderer.set_start(cam, seq)
-        if merged:
-            log.debug("seq_continued", last=merged)
-
     def _next_batch(self) -> list:
         """Up to batch_size items, taken round-robin across the cameras' queues."""
         return self._candidates.take(self.settings.describer.batch_size, timeout=0.2)
 
-    def _read_camera(self, run: CameraRun) -> None:
-        tally = self._start_tally()
-        health: CameraHealth | None = None
-        first_open = FirstOpen(tally)
-        try:
-            if run.source.network:
-                health = CameraHealth(run.camera, lambda notice: self._candidates.put(run, notice))
-                self._read_network_camera(run, health, tally, first_open)
-            else:
-                try:
-                    run.source.open()
-                except SourceError:
-                    first_open(False)
-                    raise
-                first_open(True)
-                for frame in run.source.frames():
-                    self._gate(run, frame)
-        except SourceError as exc:
-            run.error = str(exc)
-            log.error("camera_failed", camera=run.camera.id, error=str(exc))
-        except Exception as exc:  # a bug in one camera must not take the others down
-            run.error = f"camera {run.camera.id}: internal error: {type(exc).__name__}: {exc}"
-            log.exception("camera_crashed", camera=run.camera.id)
-        finally:
-            first_open(False)
-            if health is not None:
-                health.close()
-            self._candidates.put(run, _DONE)
-
-    def _gate(self, run: CameraRun, frame) -> None:
-        cand = run.gate.detect(frame)
-        if cand is not None:
-            run.candidates += 1
-            self._candidates.put(run, cand)
-
-    def _start_tally(self) -> StartTally:
-        # Made on first use by whichever camera thread comes first (dict.setdefault is atomic).
-        return self.__dict__.setdefault("_tally", StartTally(len(self.cameras)))
-
-    def _read_network_camera(
-        self, run: CameraRun, health: CameraHealth, tally: StartTally, first_open: FirstOpen
-    ) -> None:
-        """Read a network camera until stopped, reconnecting whenever it fails or ends.
-
-        Each drop (read error, read timeout, end of stream) or failed open is followed by a
-        `Backoff` wait (exponential, jittered, capped at `reconnect_max_s`, cut short when the
-        server starts accepting connections again). `CameraHealth` writes one camera_offline
-        event when the camera has been down `offline_after_s`, and one camera_online event when
-        its first frame is back. The gate is kept across an outage: what changed while the
-        camera was away is reported as one change once the scene settles after it returns
-        (`ChangeGate.resume`; a new gate only when the frame size changed). A camera whose very first open fails is
-        retried according to `retry_at_start` (see `_retry_at_start`)."""
-        src, cam, stop = run.source, run.camera, run.stop
-        backoff = Backoff(cam.source, cam.reconnect_max_s)
-        shape: tuple[int, ...] | None = None
-        while not stop.is_set():
-            try:
-                src.open()
-            except SourceError as exc:
-                if not first_open.done:
-                    first_open(False)
-                    if not self._retry_at_start(cam, tally):
-                        raise
-                    log.warning("camera_unreachable_retrying", camera=cam.id, error=str(exc))
-                run.online = False
-                health.down(src.last_wall or time.time(), outage_reason(exc, cam.id), src.last_media or 0.0)
-                log.info("camera_reconnect_failed", camera=cam.id, error=str(exc), attempt=backoff.attempt + 1)
-            else:
-                first_open(True)
-                reason = "the stream ended"
-                fresh = True
-                try:
-                    for frame in src.frames():
-                        if fresh:
-                            fresh = False
-                            backoff.reset()
-                            run.online = True
-                            health.up(frame.media_time)
-                            now_shape = frame.grey().shape
-                            if shape is not None and now_shape != shape:  # the camera was reconfigured
-                                run.gate = ChangeGate(cam.id, self.settings.gate_for(cam), cam.sample_fps, cam.masks)
-                            elif shape is not None:
-                                run.gate.resume()
-                            shape = now_shape
-                        self._gate(run, frame)
-                except SourceError as exc:
-                    reason = outage_reason(exc, cam.id)
-                if stop.is_set():
-                    break
-                run.online = False
-                health.down(src.last_wall or time.time(), reason, src.last_media or 0.0)
-                log.warning("camera_dropped", camera=cam.id, reason=reason)
-            if not backoff.wait(stop):
-                break
-
-    def _retry_at_start(self, cam: CameraConfig, tally: StartTally) -> bool:
-        """A network camera that cannot be opened at start: `retry_at_start: true` keeps trying,
-        `false` fails it; null (the default) keeps trying as long as some camera of this run
-        opened, and fails when none did, so `monitor run --source rtsp://...` with a wrong URL
-        still exits 1 at once with one line, while one dead camera of many never stops the rest."""
-        if cam.retry_at_start is not None:
-            return cam.retry_at_start
-        return tally.any_opened(self.stop_event)
+    def _emit(self, events: list[ChangeEvent]) -> None:
+        self.writer.write(events)
 
     def _describe(self, cands: list) -> None:
         real = [c for c in cands if not isinstance(c, HealthNotice)]
@@ -447,58 +329,10 @@ class Monitor:
             descriptions = iter(self.describer.describe(real) if real else [])
         for item in cands:  # in arrival order: a camera's seq follows what happened to it
             if isinstance(item, HealthNotice):
-                self.orderer.push(self._health_event(item))
+                self.orderer.push(health_event(item, self.orderer.next_seq(item.camera_id)))
             else:
                 desc = next(descriptions)
-                self.orderer.push(self._event(item, desc.text, desc.labels))
-
-    def _health_event(self, notice: HealthNotice) -> ChangeEvent:
-        since = iso_utc(notice.down_since)
-        outage = None if notice.outage_s is None else round(notice.outage_s, 1)
-        if notice.kind == "camera_offline":
-            text = f"camera offline: no frames since {since[11:19]}"
-            if notice.reason:
-                text += f" ({notice.reason})"
-        else:
-            text = f"camera back online after {outage:.0f} s"
-        digest = hashlib.sha1(f"{notice.camera_id}|{notice.kind}|{notice.down_since:.3f}".encode()).hexdigest()[:16]
-        media = round(notice.media_time, 3)
-        return ChangeEvent(
-            event_id=f"{notice.camera_id}-{digest}",
-            camera=notice.camera_id,
-            seq=self.orderer.next_seq(notice.camera_id),
-            kind=notice.kind,
-            t_before=since,
-            t_after=iso_utc(notice.at),
-            media_t_before=media,
-            media_t_after=media,
-            media_t_onset=media,
-            text=mask_secrets(text),
-            describer="monitor",
-            latency_ms=round((time.time() - notice.at) * 1000.0, 1),
-            outage_s=outage,
-        )
-
-    def _event(self, cand: ChangeCandidate, text: str, labels) -> ChangeEvent:
-        stream_start = cand.after.wall_time - cand.after.media_time
-        return ChangeEvent(
-            event_id=make_event_id(cand.camera_id, stream_start, cand.after.seq),
-            camera=cand.camera_id,
-            seq=self.orderer.next_seq(cand.camera_id),
-            t_before=iso_utc(cand.before.wall_time),
-            t_after=iso_utc(cand.after.wall_time),
-            media_t_before=round(cand.before.media_time, 3),
-            media_t_after=round(cand.after.media_time, 3),
-            media_t_onset=round(cand.onset_media_time, 3),
-            text=text,
-            regions=[
-                RegionOut(
-                    x=round(r.x, 4), y=round(r.y, 4), w=round(r.w, 4), h=round(r.h, 4), change=r.change, label=lab
-                )
-                for r, lab in zip(cand.regions, labels)
-            ],
-            scores=ScoresOut(ssim=cand.scores.ssim, changed_fraction=cand.scores.changed_fraction),
-            describer=self.describer.name,
-            # From the gate's decision to the finished sentence (queueing + describing).
-            latency_ms=round((time.time() - cand.detected_at) * 1000.0, 1),
-        )
+                seq = self.orderer.next_seq(item.camera_id)
+                event = change_event(item, seq, desc.text, desc.labels, self.describer.name)
+                self.writer.hold(event, item)
+                self.orderer.push(event)
