@@ -32,7 +32,7 @@ Public API (the contract with monitor's VlmDescriber and with finetune):
 
     from pipelines.compressed import CompressedCaptioner, CompressedCaptionerConfig, LORA_TARGET_MODULES
         CompressedCaptioner.from_llava(llava, content_grid=1, delta_tokens=2,
-                                       context_temperature=0.07, delta_temperature=1.0)
+                                       context_temperature=0.07, delta_temperature=2.0)
         .compressor         # every trainable compression part (gates start at 0 = zero-shot)
         .model.{vision_tower, multi_modal_projector, language_model}, .lm_head (LLaVA's names;
         also as properties .vision_tower / .multi_modal_projector / .language_model)

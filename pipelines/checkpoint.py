@@ -111,7 +111,8 @@ def _quantization_config(quantization: str, dtype: torch.dtype) -> Any:
             f"quantization {quantization} needs bitsandbytes: pip install 'surveillance-change-monitor[qlora]'"
         ) from None
     # The vision tower, projector, compressor and LM head stay in the compute dtype.
-    skip = ["vision_tower", "multi_modal_projector", "compressor", "lm_head"]
+    # (module-name prefixes; LLaVA and CompressedCaptioner use the same names)
+    skip = ["model.vision_tower", "model.multi_modal_projector", "compressor", "lm_head"]
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(

@@ -41,7 +41,7 @@ class CompressedCaptionerConfig(LlavaConfig):
     content_grid: int = 1  # content tokens per frame: content_grid ** 2 (1 -> 2 tokens/frame, 2 -> 5)
     delta_tokens: int = 2  # per pair: 0, 1 (what is there now) or 2 (what was there, what is there now)
     context_temperature: float = 0.07  # cosine attention temperature of the context token
-    delta_temperature: float = 1.0  # softmax temperature on the median/MAD-normalised change
+    delta_temperature: float = 2.0  # softmax temperature on the median/MAD-normalised change
 
     @property
     def tokens_per_frame(self) -> int:
@@ -100,9 +100,12 @@ class FrameCompressor(nn.Module):
         """before/after (P, D) -> (P,) weights summing to 1, peaked where the patches changed."""
         change = (after.float() - before.float()).norm(dim=-1)  # (P,)
         median = change.median()
-        mad = (change - median).abs().median()
-        z = (change - median) / (1.4826 * mad + 1e-6)  # robust z-score: lighting/noise ~ 1, real change >> 1
-        return torch.softmax(z / self.delta_temperature, dim=0)
+        deviation = change - median
+        # Robust z-score: noise and lighting ~ 1, a real change >> 1. The MAD is 0 when most patches
+        # are exactly unchanged (static background, letterbox padding): the scale is floored at a
+        # tenth of the largest deviation, so z <= 10 and the weights spread over the changed region.
+        scale = torch.maximum(1.4826 * deviation.abs().median(), 0.1 * deviation.max()).clamp_min(1e-6)
+        return torch.softmax(deviation / scale / self.delta_temperature, dim=0)
 
     def delta_tokens(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """before/after (P, D) -> (n_delta, D): [what was there, what is there now][-n_delta:]."""
@@ -146,7 +149,7 @@ class CompressedCaptioner(PreTrainedModel, GenerationMixin):
         content_grid: int = 1,
         delta_tokens: int = 2,
         context_temperature: float = 0.07,
-        delta_temperature: float = 1.0,
+        delta_temperature: float = 2.0,
     ) -> CompressedCaptioner:
         """Wrap a loaded LLaVA model (its modules are shared, not copied) with a new compressor."""
         if delta_tokens not in (0, 1, 2) or content_grid < 1:

@@ -1,0 +1,207 @@
+# ruff: noqa: F811 - the pytest fixtures imported from vlm_fixtures are redefined as arguments
+"""ChangeCaptioner on a tiny random LLaVA through the production load path: determinism, batching,
+the frame cache, LoRA adapters, quantization, bad checkpoints, inspection, prompt clean-up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from vlm_fixtures import pairs_with_keys, scene, tiny_llava  # noqa: F401
+
+from pipelines.captioner import ChangeCaptioner
+from pipelines.checkpoint import CheckpointError, inspect_checkpoint
+from pipelines.compressed import LORA_TARGET_MODULES
+from pipelines.prompt import NO_CHANGE, clean_caption, gap_words
+from pipelines.records import FrameInput, PairInput
+
+
+def varied_pairs() -> list[PairInput]:
+    """Prompts of different lengths (regions text, history), so a batch needs padding."""
+    a, b, c = (
+        FrameInput(scene(box, seed=2), 1_795_000_000.0 + t) for box, t in [(None, 0), ((0.5, 0.5), 6), ((0, 0), 90)]
+    )
+    return [
+        PairInput(a, b, "the change is at the lower right"),
+        PairInput(b, c),
+        PairInput(a, c, "the change is at the top left and on the right", history=(b,)),
+        PairInput(c, a),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["compressed", "pair"])
+def test_batched_generation_equals_one_by_one_and_is_deterministic(tiny_llava: Path, mode: str) -> None:
+    cap = ChangeCaptioner.load(tiny_llava, mode=mode)
+    pairs = varied_pairs()
+    batch = cap.collate(pairs)
+    assert (batch["attention_mask"][:, 0] == 0).any() and (batch["attention_mask"][:, -1] == 1).all()  # left pad
+    together = cap.generate(pairs, max_new_tokens=12)
+    alone = [cap.generate([p], max_new_tokens=12)[0] for p in pairs]
+    assert together == alone
+    assert len(set(together)) > 1  # the inputs matter
+    assert ChangeCaptioner.load(tiny_llava, mode=mode).generate(pairs, max_new_tokens=12) == together
+    assert cap.caption(pairs, max_new_tokens=12) == [clean_caption(t) for t in together]
+
+
+def test_frame_cache_encodes_each_frame_once(tiny_llava: Path) -> None:
+    cap = ChangeCaptioner.load(tiny_llava, cache_frames=3)
+    encoded: list[int] = []
+    cap.model.vision_tower.register_forward_hook(lambda _m, args, _out: encoded.append(args[0].shape[0]))
+    pairs = pairs_with_keys("cam", n=5)  # 4 consecutive pairs over 5 frames
+    for pair in pairs:
+        cap.caption([pair], max_new_tokens=2)
+    assert sum(encoded) == 5  # not 8: each "after" is the next pair's "before"
+    assert len(cap.frame_cache) == 3  # bounded per camera
+    cap.caption(pairs[-1:], max_new_tokens=2)
+    assert sum(encoded) == 5
+
+    # one batch across cameras: shared frames encoded once; unkeyed frames always encoded
+    fresh = ChangeCaptioner.load(tiny_llava)
+    rows: list[int] = []
+    fresh.model.vision_tower.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
+    fresh.caption(pairs_with_keys("east", n=4) + pairs_with_keys("west", n=3), max_new_tokens=2)
+    assert rows == [4 + 3]
+    unkeyed = PairInput(FrameInput(scene(None), 0.0), FrameInput(scene((0.2, 0.2)), 5.0))
+    fresh.caption([unkeyed, unkeyed], max_new_tokens=2)
+    assert rows[-1] == 4
+
+    # cached features give the same captions as encoding afresh
+    assert cap.caption(pairs, max_new_tokens=8) == ChangeCaptioner.load(tiny_llava).caption(pairs, max_new_tokens=8)
+
+
+def make_adapter(checkpoint: Path, out: Path, seed: int) -> Path:
+    from peft import LoraConfig, get_peft_model
+
+    cap = ChangeCaptioner.load(checkpoint)
+    peft_model = get_peft_model(cap.model, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_MODULES))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:  # B starts at zero: write a trained-looking one
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def test_adapter_loads_changes_the_output_swaps_and_unloads(tiny_llava: Path, tmp_path: Path) -> None:
+    first = make_adapter(tiny_llava, tmp_path / "first", seed=1)
+    second = make_adapter(tiny_llava, tmp_path / "second", seed=2)
+    cap = ChangeCaptioner.load(tiny_llava)
+    pairs = pairs_with_keys()
+
+    def logits() -> torch.Tensor:
+        with torch.no_grad():
+            return cap.model(**cap.collate(pairs)).logits
+
+    base = logits()
+    cap.load_adapter(first)
+    with_first = logits()
+    assert not torch.allclose(with_first, base, atol=1e-3)
+    assert cap.adapter == str(first)
+    lora = [n for n, _ in cap.model.named_modules() if n.endswith("lora_A")]
+    assert lora and all(".language_model." in n for n in lora)
+
+    cap.load_adapter(second)  # hot swap: one adapter active at a time
+    assert not torch.allclose(logits(), with_first, atol=1e-3)
+    with pytest.raises(CheckpointError, match="missing adapter_config.json"):
+        cap.load_adapter(tmp_path)  # a bad adapter keeps the current one
+    assert cap.adapter == str(second)
+
+    cap.unload_adapter()
+    assert torch.allclose(logits(), base, atol=1e-6)
+    assert not any("lora" in n for n, _ in cap.model.named_modules())
+    assert torch.allclose(
+        ChangeCaptioner.load(tiny_llava, adapter=first).model(**cap.collate(pairs)).logits, with_first
+    )
+
+
+def test_4bit_quantization_quantises_the_language_model_only(tiny_llava: Path) -> None:
+    cap = ChangeCaptioner.load(tiny_llava, quantization="4bit")
+    kinds = {n: type(m).__name__ for n, m in cap.model.named_modules()}
+    assert kinds["model.language_model.layers.0.self_attn.q_proj"] == "Linear4bit"
+    assert "Linear4bit" not in {k for n, k in kinds.items() if "language_model" not in n}
+    assert all(isinstance(t, str) and t for t in cap.caption(pairs_with_keys(), max_new_tokens=6))
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "no config":
+        (path / "config.json").unlink()
+    elif how == "not llava":
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "model_type": "llama", "architectures": ["X"]}))
+    elif how == "no weights":
+        (path / "model.safetensors").unlink()
+    elif how == "bin weights":
+        (path / "model.safetensors").rename(path / "pytorch_model.bin")
+    elif how == "missing tensor":
+        tensors = load_file(path / "model.safetensors")
+        del tensors[next(k for k in tensors if "language_model" in k and "layers.1.mlp.up_proj" in k)]
+        save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    elif how == "corrupt weights":
+        (path / "model.safetensors").write_bytes(b"\x00" * 64)
+    elif how == "no tokenizer":
+        (path / "tokenizer.json").unlink()
+    elif how == "no image processor":
+        (path / "preprocessor_config.json").unlink()
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("no config", "missing config.json"),
+        ("not llava", "architecture 'llama' (X) is not supported"),
+        ("no weights", "missing model.safetensors"),
+        ("bin weights", "only pytorch_model.bin weights; safetensors required"),
+        ("missing tensor", "weights missing from the checkpoint: model.language_model.layers.1."),
+        ("corrupt weights", "cannot load the weights"),
+        ("no tokenizer", "missing tokenizer.json"),
+        ("no image processor", "missing preprocessor_config.json"),
+    ],
+)
+def test_bad_checkpoint_is_a_one_line_error_naming_the_problem(
+    tiny_llava: Path, tmp_path: Path, how: str, message: str
+) -> None:
+    broken = shutil.copytree(tiny_llava, tmp_path / "broken")
+    _damage(broken, how)
+    with pytest.raises(CheckpointError) as err:
+        ChangeCaptioner.load(broken)
+    text = str(err.value)
+    assert message in text and str(broken) in text and "\n" not in text
+
+
+def test_missing_checkpoint_names_the_path_or_the_cache(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"no such checkpoint directory"):
+        ChangeCaptioner.load(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match=r"not in the Hugging Face cache.*monitor models pull nobody/none"):
+        inspect_checkpoint("nobody/none")
+
+
+def test_inspect_checkpoint(tiny_llava: Path) -> None:
+    info = inspect_checkpoint(tiny_llava)
+    assert info.architecture.startswith("llava (LlavaForConditionalGeneration): clip_vision_model + llama")
+    parts = {k: v for k, v in info.parameters.items() if k != "total"}
+    assert set(parts) == {"vision_tower", "multi_modal_projector", "language_model", "lm_head"}
+    loaded = ChangeCaptioner.load(tiny_llava, mode="pair").model
+    assert sum(parts.values()) == info.parameters["total"] == sum(p.numel() for p in loaded.parameters())
+    assert info.lm_tokens_per_frame == {"two_image": 16, "pair": 8, "compressed": 2, "compressed_grid2": 5}
+    assert (info.image_size, info.visual_tokens_per_image, info.context_length, info.dtype) == (32, 16, 512, "float32")
+    assert json.loads(json.dumps(info.to_dict()))["delta_tokens_per_pair"] == 2
+
+
+def test_clean_caption() -> None:
+    assert clean_caption("1. a car left . 2. a car left.\n3) a person arrived") == "a car left. a person arrived."
+    assert clean_caption("a car parked a car parked a car parked") == "a car parked."
+    assert clean_caption("- a van parked; no visible change.") == "a van parked."
+    assert clean_caption("a person arrived. USER: what else changed? ASSISTANT: a dog") == "a person arrived."
+    for nothing in ["", " . , ", "No change.", "there is no visible change", "Nothing changed."]:
+        assert clean_caption(nothing) == NO_CHANGE
+    assert [gap_words(s) for s in (1, 7.4, 600, 7200)] == [
+        "1 second later",
+        "7 seconds later",
+        "10 minutes later",
+        "2 hours later",
+    ]
