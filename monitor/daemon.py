@@ -188,6 +188,7 @@ class Monitor:
             try:
                 self.jobs.shutdown()
                 self._emit(self.orderer.flush())
+                self._final_stats()
             finally:
                 self.writer.close()
                 watchdog.stop()
@@ -202,6 +203,15 @@ class Monitor:
             if run.error:
                 result.errors[cid] = run.error
         return result
+
+    def _final_stats(self) -> None:
+        """One last stats record with the run's totals (after the flush, before Redis closes)."""
+        if self.stats_job is None:
+            return
+        try:
+            self.stats_job()
+        except Exception:  # noqa: BLE001 - diagnostics must not stop the shutdown
+            log.exception("final_stats_failed")
 
     def _lifecycle(self) -> None:
         """READY=1 once every camera's source was opened (or its open attempted: it produced
