@@ -19,7 +19,16 @@ import av
 import cv2
 import numpy as np
 
-__all__ = ["render_sample_scene"]
+__all__ = [
+    "SHIFT",
+    "draw_background",
+    "draw_person",
+    "draw_vehicle",
+    "fixed_point",
+    "gaussian_noise",
+    "render_sample_scene",
+    "rounded_rect",
+]
 
 _Vec = tuple[float, float]
 _BGR = tuple[int, int, int]
@@ -28,7 +37,7 @@ _GAP_S = (5.15, 5.6)  # quiet time between changes; > 5 s so frame rounding can'
 _STILL_S = 4.0  # empty start / still end
 _NOISE_SIGMA = 2.5
 _DRIFT_AMPLITUDE = 0.08
-_SHIFT = 4  # cv2 fixed-point bits: 1/16 px drawing precision for smooth motion
+SHIFT = 4  # cv2 fixed-point bits: 1/16 px drawing precision for smooth motion
 
 # Layout as fractions of the frame (x of width, y of height).
 _BUILDING_Y, _KERB_Y, _BAY_Y0, _BAY_Y1 = 0.17, 0.235, 0.255, 0.42
@@ -135,11 +144,17 @@ def _gauss_lut() -> np.ndarray:
     return np.array([inv((i + 0.5) / 65536) for i in range(65536)], np.float32)
 
 
-def _fixed(pts: list[_Vec]) -> np.ndarray:
-    return np.round(np.asarray(pts) * (1 << _SHIFT)).astype(np.int32)
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard-normal float32 noise of `shape` (through the 16-bit quantile table)."""
+    return _gauss_lut()[rng.integers(0, 65536, shape, dtype=np.uint16)]
 
 
-def _rrect(img: np.ndarray, cx: float, cy: float, w: float, h: float, r: float, color: _BGR) -> None:
+def fixed_point(pts: list[_Vec]) -> np.ndarray:
+    """Sub-pixel points -> cv2's fixed-point int32 coordinates (use with `shift=SHIFT`)."""
+    return np.round(np.asarray(pts) * (1 << SHIFT)).astype(np.int32)
+
+
+def rounded_rect(img: np.ndarray, cx: float, cy: float, w: float, h: float, r: float, color: _BGR) -> None:
     """Anti-aliased filled rounded rectangle at sub-pixel position."""
     pts: list[_Vec] = []
     for sx, sy, a0 in ((1, 1, 0), (-1, 1, 90), (-1, -1, 180), (1, -1, 270)):
@@ -148,21 +163,28 @@ def _rrect(img: np.ndarray, cx: float, cy: float, w: float, h: float, r: float, 
             (ox + r * math.cos(math.radians(a0 + 15 * k)), oy + r * math.sin(math.radians(a0 + 15 * k)))
             for k in range(7)
         ]
-    cv2.fillPoly(img, [_fixed(pts)], color, cv2.LINE_AA, _SHIFT)
+    cv2.fillPoly(img, [fixed_point(pts)], color, cv2.LINE_AA, SHIFT)
 
 
-def _draw_vehicle(img: np.ndarray, a: _Actor, x: float, y: float) -> None:
-    (length, breadth), f, body = a.size, a.facing, a.colors[0]
+def draw_vehicle(
+    img: np.ndarray, x: float, y: float, length: float, breadth: float, body: _BGR, facing: int = 1
+) -> None:
+    """A car seen from above, centred at (x, y), `facing` +1 = right, -1 = left."""
+    f = facing
     dark: _BGR = (55, 45, 40)
     roof: _BGR = (int(body[0] * 0.78), int(body[1] * 0.78), int(body[2] * 0.78))
-    _rrect(img, x, y, length, breadth, 0.25 * breadth, body)
-    _rrect(img, x + f * 0.16 * length, y, 0.16 * length, 0.80 * breadth, 0.12 * breadth, dark)  # windshield
-    _rrect(img, x - f * 0.05 * length, y, 0.26 * length, 0.74 * breadth, 0.10 * breadth, roof)
-    _rrect(img, x - f * 0.27 * length, y, 0.10 * length, 0.74 * breadth, 0.10 * breadth, dark)  # rear window
+    rounded_rect(img, x, y, length, breadth, 0.25 * breadth, body)
+    rounded_rect(img, x + f * 0.16 * length, y, 0.16 * length, 0.80 * breadth, 0.12 * breadth, dark)  # windshield
+    rounded_rect(img, x - f * 0.05 * length, y, 0.26 * length, 0.74 * breadth, 0.10 * breadth, roof)
+    rounded_rect(img, x - f * 0.27 * length, y, 0.10 * length, 0.74 * breadth, 0.10 * breadth, dark)  # rear window
 
 
-def _draw_person(img: np.ndarray, a: _Actor, x: float, y: float, step: float) -> None:
-    (pw, ph), (skin, shirt, legs) = a.size, a.colors
+def draw_person(
+    img: np.ndarray, x: float, y: float, pw: float, ph: float, colors: tuple[_BGR, _BGR, _BGR], step: float = 0.0
+) -> None:
+    """A standing person centred at (x, y), `pw` x `ph` px; colors = (skin, shirt, trousers);
+    `step` in [-1, 1] lifts one foot while walking."""
+    skin, shirt, legs = colors
     top = y - ph / 2
     for side in (-1, 1):  # legs; while walking each foot lifts alternately
         hx = x + side * 0.17 * pw
@@ -173,8 +195,8 @@ def _draw_person(img: np.ndarray, a: _Actor, x: float, y: float, step: float) ->
             (hx + 0.12 * pw, foot),
             (hx - 0.12 * pw, foot),
         ]
-        cv2.fillPoly(img, [_fixed(quad)], legs, cv2.LINE_AA, _SHIFT)
-    one = 1 << _SHIFT
+        cv2.fillPoly(img, [fixed_point(quad)], legs, cv2.LINE_AA, SHIFT)
+    one = 1 << SHIFT
     cv2.ellipse(
         img,
         (round(x * one), round((top + 0.42 * ph) * one)),
@@ -185,14 +207,14 @@ def _draw_person(img: np.ndarray, a: _Actor, x: float, y: float, step: float) ->
         shirt,
         -1,
         cv2.LINE_AA,
-        _SHIFT,
+        SHIFT,
     )
     cv2.circle(
-        img, (round(x * one), round((top + 0.12 * ph) * one)), round(0.12 * ph * one), skin, -1, cv2.LINE_AA, _SHIFT
+        img, (round(x * one), round((top + 0.12 * ph) * one)), round(0.12 * ph * one), skin, -1, cv2.LINE_AA, SHIFT
     )
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+def draw_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """Static textured parking area: building, sidewalk, kerbs, bays, lane, plaza."""
     img: np.ndarray = np.empty((h, w, 3), np.uint8)
 
@@ -349,7 +371,7 @@ def render_sample_scene(
     n = round(seconds * fps)
     # Independent streams so e.g. the noise draw never perturbs the script.
     layout_rng, script_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    background = _background(layout_rng, width, height)
+    background = draw_background(layout_rng, width, height)
     actors, j0, j1 = _script(script_rng, n, fps, width, height)
 
     # Global gain: slow drift (about half a sine cycle over >= 60 s, starting near an extreme so
@@ -363,7 +385,6 @@ def render_sample_scene(
         1 + (jump_to - 1) * ramp * ramp * (3 - 2 * ramp)
     )
 
-    lut = _gauss_lut()
     with av.open(str(out_path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -383,10 +404,11 @@ def render_sample_scene(
                     continue
                 x, y, moving = pose
                 if a.what == "vehicle":
-                    _draw_vehicle(img, a, x, y)
+                    draw_vehicle(img, x, y, *a.size, a.colors[0], a.facing)
                 else:
-                    _draw_person(img, a, x, y, math.sin(f * math.pi / (0.25 * fps)) if moving else 0.0)
-            noise = lut[noise_rng.integers(0, 65536, (height, width, 3), dtype=np.uint16)]
+                    step = math.sin(f * math.pi / (0.25 * fps)) if moving else 0.0
+                    draw_person(img, x, y, *a.size, a.colors, step)
+            noise = gaussian_noise(noise_rng, (height, width, 3))
             frame_bgr = cv2.addWeighted(
                 img.astype(np.float32), float(gain[f]), noise, _NOISE_SIGMA, 0.0, dtype=cv2.CV_8U
             )
