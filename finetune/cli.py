@@ -172,7 +172,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from finetune.dataset import load_dataset
-    from finetune.metrics import references_direction
+    from finetune.language import references_direction
 
     ds = load_dataset(args.dataset, skip_bad=args.skip_bad, check_images=not args.no_images)
     for line in ds.problems:

@@ -37,7 +37,7 @@ from finetune.dataset import (
     validation_problems,
     write_jsonl,
 )
-from finetune.metrics import NO_CHANGE_CAPTION, is_no_change
+from finetune.language import NO_CHANGE_CAPTION, is_no_change
 from monitor.errors import MonitorError
 
 MIN_WORDS = 2

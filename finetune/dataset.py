@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finetune.metrics import NO_CHANGE_CAPTION, is_no_change
+from finetune.language import NO_CHANGE_CAPTION, is_no_change
 from monitor.errors import MonitorError
 
 PAIRS_FILE = "pairs.jsonl"

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from finetune.dataset import NEXT_QUESTION, PAIRS_FILE, QUESTION, PairRecord, Region, write_jsonl
-from finetune.metrics import NO_CHANGE_CAPTION
+from finetune.language import NO_CHANGE_CAPTION
 from monitor.sample_scene import (
     SHIFT,
     draw_background,

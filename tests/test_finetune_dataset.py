@@ -24,7 +24,7 @@ from finetune.dataset import (
     to_llava,
     write_jsonl,
 )
-from finetune.metrics import caption_direction
+from finetune.language import caption_direction
 from finetune.synthetic import COLOURS, KINDS, SYNTHETIC_WORDS, synthetic_pair, synthetic_pairs
 from monitor.cli import main
 

@@ -10,10 +10,9 @@ import cv2
 import pytest
 from support import SHARED_DATA
 
+from finetune.language import caption_direction, is_no_change
 from finetune.metrics import (
     ScoreInputError,
-    caption_direction,
-    is_no_change,
     load_coco_predictions,
     load_coco_references,
     score_captions,
