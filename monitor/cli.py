@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -94,6 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["cameras"] = [cam]
     if args.redis:
         overrides["redis"] = {"url": args.redis}
+    describer = {"kind": args.describer, "model": args.model, "mode": args.mode, "adapter": args.adapter}
+    if any(v is not None for v in describer.values()):
+        describer["kind"] = describer["kind"] or ("vlm" if args.model else None)  # --model alone means vlm
+        overrides["describer"] = {k: v for k, v in describer.items() if v is not None}
     settings = load_settings(args.config, **overrides)
     if args.log_dir is not None:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"dir": args.log_dir})})
@@ -202,6 +207,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """`models inspect DIR` / `models pull NAME`: checkpoints of the VLM describer."""
+    try:
+        from pipelines.checkpoint import CheckpointError, inspect_checkpoint
+    except ImportError as exc:
+        raise MonitorError(f"monitor models needs {exc.name}: pip install 'surveillance-change-monitor[vlm]'") from None
+    try:
+        if args.action == "pull":
+            from huggingface_hub import snapshot_download
+
+            try:  # weights as safetensors only, into the Hugging Face cache
+                snapshot_download(args.name, revision=args.revision, allow_patterns=PULL_PATTERNS)
+            except Exception as exc:  # noqa: BLE001 - network, auth, unknown repo: one line
+                problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                raise MonitorError(f"models pull {args.name}: {problem}") from None
+            info = inspect_checkpoint(args.name)
+        else:
+            info = inspect_checkpoint(args.dir)
+    except CheckpointError as exc:
+        raise MonitorError(str(exc)) from None
+    if getattr(args, "json", False):
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    print(f"{info.path}\n  architecture: {info.architecture}\n  dtype: {info.dtype}")
+    count = lambda n: f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"  # noqa: E731
+    print("  parameters: " + ", ".join(f"{k} {count(v)}" for k, v in info.parameters.items()))
+    print(f"  image: {info.image_size} px, {info.visual_tokens_per_image} visual tokens per image")
+    print(f"  LM context: {info.context_length} tokens")
+    print("  LM tokens per frame: " + ", ".join(f"{k} {v:g}" for k, v in info.lm_tokens_per_frame.items()))
+    print(f"  delta tokens per pair: {info.delta_tokens_per_pair}")
+    return 0
+
+
+PULL_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "redis":
         from monitor.bench_redis import bench_redis
@@ -257,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--demo", action="store_true", help="run on the built-in synthetic sample scene")
     r.add_argument("--quiet", action="store_true", help="do not echo the change log to stdout")
     r.add_argument("--redis", metavar="URL", help="also deliver events to Redis streams (sets redis.url)")
+    r.add_argument("--describer", choices=["embedded", "vlm"], help="sets describer.kind (--model alone means vlm)")
+    r.add_argument("--model", metavar="DIR", help="VLM checkpoint directory or cached repo id (describer.model)")
+    r.add_argument("--mode", choices=["compressed", "pair"], help="VLM mode (describer.mode, default compressed)")
+    r.add_argument("--adapter", metavar="DIR", help="VLM LoRA adapter directory (describer.adapter)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check-config", help="validate a config file and list every error")
@@ -306,6 +351,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=DEMO_SECONDS)
     s.add_argument("--seed", type=int, default=DEMO_SEED)
     s.set_defaults(func=cmd_sample)
+
+    m = sub.add_parser("models", help="VLM describer checkpoints: inspect, pull")
+    models = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+    mi = models.add_parser("inspect", help="architecture, parameters, dtype, LM tokens per frame in each mode")
+    mi.add_argument("dir", help="checkpoint directory or a repo id in the Hugging Face cache")
+    mi.add_argument("--json", action="store_true", help="print JSON")
+    mi.set_defaults(func=cmd_models)
+    mp = models.add_parser(
+        "pull",
+        help="download a checkpoint (safetensors) into the Hugging Face cache",
+        description="Download NAME (e.g. bczhou/tiny-llava-v1-hf) into the Hugging Face cache, safetensors "
+        "weights only, then inspect it. `monitor run --model NAME` then finds it offline.",
+    )
+    mp.add_argument("name", help="Hugging Face repo id")
+    mp.add_argument("--revision", help="branch, tag or commit (default: main)")
+    mp.set_defaults(func=cmd_models)
 
     b = sub.add_parser("bench", help="benchmarks that print a table and JSON")
     bench = b.add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -107,7 +107,14 @@ class CameraConfig(Strict):
 
 class DescriberConfig(Strict):
     kind: Literal["embedded", "vlm"] = Field("embedded", description="embedded needs no weights")
-    model: str | None = Field(None, description="VLM checkpoint directory (kind: vlm)")
+    model: str | None = Field(None, description="VLM checkpoint directory or cached repo id (kind: vlm)")
+    mode: Literal["compressed", "pair"] = Field("compressed", description="vlm: 2 tokens/frame, or side by side")
+    adapter: str | None = Field(None, description="vlm: LoRA adapter directory; swapped live on reload")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="vlm: auto = cuda if available")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="vlm: auto = bf16 on cuda")
+    quantization: Literal["none", "8bit", "4bit"] = Field("none", description="vlm: bitsandbytes LM weights")
+    max_new_tokens: int = Field(32, ge=1, le=512, description="vlm: longest description, tokens")
+    max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="vlm: wait this long for a fuller batch")
     batch_size: int = Field(8, ge=1, le=256)
     queue_per_camera: int = Field(
         8, ge=1, le=4096, description="changes queued per camera; beyond, the oldest are coalesced"

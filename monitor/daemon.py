@@ -67,7 +67,7 @@ class Monitor:
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.heartbeats = Heartbeats()
         self.describer = BeatingDescriber(
-            describer or build_describer(settings.describer.kind, settings.describer.model), self.heartbeats
+            describer or build_describer(settings.describer), self.heartbeats
         )
         self.stop_event = threading.Event()
         self._stop_at: float | None = None  # monotonic time of the first stop()
@@ -246,6 +246,10 @@ class Monitor:
         except Exception as exc:  # noqa: BLE001 - a reload must never take the daemon down
             log.error("config_reload_refused", errors=f"{type(exc).__name__}: {mask_secrets(str(exc))}")
             return
+        # The describer applies what it can change live (a VLM's LoRA adapter); the rest needs a restart.
+        self.settings = self.settings.model_copy(
+            update={"describer": self.describer.reload(self.settings.describer, new.describer)}
+        )
         old = self.settings
         fixed = [k for k in RESTART_ONLY if getattr(new, k) != getattr(old, k)]
         if fixed:
@@ -327,8 +331,14 @@ class Monitor:
         return f"{state}cameras up {up}/{len(cameras)}, {per_min:.0f} events/min, {written} events"
 
     def _next_batch(self) -> list:
-        """Up to batch_size items, taken round-robin across the cameras' queues."""
-        return self._candidates.take(self.settings.describer.batch_size, timeout=0.2)
+        """Up to batch_size items, taken round-robin across the cameras' queues. A model describer
+        waits up to its max_wait_s for more changes (from any camera) to fill the batch."""
+        size = self.settings.describer.batch_size
+        batch = self._candidates.take(size, timeout=0.2)
+        deadline = time.monotonic() + getattr(self.describer, "max_wait_s", 0.0)
+        while batch and len(batch) < size and (left := deadline - time.monotonic()) > 0:
+            batch += self._candidates.take(size - len(batch), timeout=left)
+        return batch
 
     def _emit(self, events: list[ChangeEvent]) -> None:
         self.writer.write(events)

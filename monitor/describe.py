@@ -2,7 +2,7 @@
 
 `EmbeddedDescriber` needs no model weights: region geometry from the gate plus OpenCV's built-in
 HOG people detector. It says "something" when it cannot tell what changed. The VLM describer
-(pipelines) plugs into the same `Describer` interface.
+(`monitor.describe_vlm`, on the `pipelines` change captioner) plugs into the same `Describer` interface.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from monitor.config import DescriberConfig
 from monitor.records import ChangeCandidate, Frame, Region
 
 
@@ -25,9 +26,14 @@ class Description:
 
 class Describer(Protocol):
     name: str
+    max_wait_s: float  # the daemon waits up to this long for more changes to fill a batch
 
     def describe(self, candidates: Sequence[ChangeCandidate]) -> list[Description]:
         """One description per candidate, in the same order (batched for model describers)."""
+        ...
+
+    def reload(self, running: DescriberConfig, new: DescriberConfig) -> DescriberConfig:
+        """SIGHUP: apply what can change without a restart; return the settings now in effect."""
         ...
 
 
@@ -75,6 +81,7 @@ class EmbeddedDescriber:
     """Geometry + HOG people detector; no weights, no GPU."""
 
     name = "embedded"
+    max_wait_s = 0.0  # fast enough one by one
 
     def __init__(self, max_regions: int = 3):
         self.max_regions = max_regions
@@ -83,6 +90,9 @@ class EmbeddedDescriber:
 
     def describe(self, candidates: Sequence[ChangeCandidate]) -> list[Description]:
         return [self._one(c) for c in candidates]
+
+    def reload(self, running: DescriberConfig, new: DescriberConfig) -> DescriberConfig:
+        return running  # nothing to change live
 
     def _one(self, cand: ChangeCandidate) -> Description:
         labels = tuple(self.label(cand, r) for r in cand.regions)
@@ -121,9 +131,12 @@ class EmbeddedDescriber:
         return len(rects) > 0 and float(np.max(weights)) > 0.5
 
 
-def build_describer(kind: str, model: str | None = None) -> Describer:
-    if kind == "embedded":
+def build_describer(settings: DescriberConfig | str, model: str | None = None) -> Describer:
+    """The describer of the `describer` settings (or of a kind name and model path)."""
+    if isinstance(settings, str):
+        settings = DescriberConfig(kind=settings, model=model)
+    if settings.kind == "embedded":
         return EmbeddedDescriber()
-    from monitor.errors import ConfigError
+    from monitor.describe_vlm import VlmDescriber
 
-    raise ConfigError(f"describer.kind: {kind!r} is not available yet (the VLM describer comes with pipelines)")
+    return VlmDescriber(settings)
