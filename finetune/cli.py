@@ -30,8 +30,12 @@ def add_commands(sub: Any, bench: Any) -> None:
     add_prepare(steps)
     add_check(steps)
     add_score(steps)
-    # train / eval / export, and `bench finetune` (on `bench`), are added here the same way.
-    _ = bench
+    from finetune import cli_train  # train / eval / export / bench finetune (its own module: many options)
+
+    cli_train.add_train(steps)
+    cli_train.add_eval(steps)
+    cli_train.add_export(steps)
+    cli_train.add_bench(bench)
 
 
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
