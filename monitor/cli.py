@@ -248,6 +248,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from monitor.bench_redis import bench_redis
 
         return bench_redis(args)
+    if args.what == "service":
+        from monitor.bench_service import bench_service
+
+        return bench_service(args)
     from monitor.bench import bench_gate
 
     return bench_gate(args)
@@ -382,6 +386,22 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
     br.add_argument("--json", type=Path, help="also write the results here")
     br.set_defaults(func=cmd_bench)
+    bs = bench.add_parser(
+        "service",
+        help="the daemon on N looped RTSP cameras: CPU, RSS, latency (a soak with --minutes)",
+        description="Run the real daemon on N RTSP cameras of looped real footage at 1 fps (embedded describer, "
+        "Redis, jobs); report CPU and RSS per camera, RSS growth and threads after the warm-up, and the latency "
+        "from a change to its log line and to its Redis entry (p50/p95).",
+    )
+    bs.add_argument("--cameras", type=_positive_int, default=16, help="RTSP cameras (default 16)")
+    bs.add_argument("--seconds", type=float, default=120.0, help="run length, warm-up included (default 120)")
+    bs.add_argument("--minutes", type=float, help="run length in minutes, e.g. 30 for a soak (overrides --seconds)")
+    bs.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring (default 30)")
+    bs.add_argument("--video", type=Path, help="H.264 MP4 footage (default: the shared one-by-one clip)")
+    bs.add_argument("--loop-seconds", type=float, help="loop only the first S seconds of the footage")
+    bs.add_argument("--reorder-window", type=float, default=2.0, help="the daemon's log.reorder_window_s (default 2.0)")
+    bs.add_argument("--json", type=Path, help="also write the results here")
+    bs.set_defaults(func=cmd_bench)
     _add_plugin_commands(sub, bench)
     return p
 

@@ -109,6 +109,7 @@ class StatsJob:
             "queue_depth": sum(queues.values()),
             "redis_spool_depth": len(redis.spool) if redis is not None and redis.spool is not None else 0,
             "captures_saved": captures.saved if captures is not None else 0,
+            "threads": threading.active_count(),  # Python threads (a leak shows here first)
             "cameras": cameras,
         }
 
