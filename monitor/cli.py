@@ -243,6 +243,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 PULL_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
 
 
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from monitor.bench_model import bench_model
+
+    return bench_model(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "redis":
         from monitor.bench_redis import bench_redis
@@ -402,6 +408,19 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--reorder-window", type=float, default=2.0, help="the daemon's log.reorder_window_s (default 2.0)")
     bs.add_argument("--json", type=Path, help="also write the results here")
     bs.set_defaults(func=cmd_bench)
+    bm = bench.add_parser(
+        "model",
+        help="VLM cost per pair: two images, side by side, compressed, compressed + frame cache",
+        description="Builds the model architecture from its config with random weights (no download) and "
+        "measures LM input tokens, FLOPs, wall time and peak memory per pair at batch 1 and 8.",
+    )
+    bm.add_argument("--arch", choices=["tinyllava-1.5b", "tiny"], default="tinyllava-1.5b")
+    bm.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bm.add_argument("--batch", type=_positive_int, action="append", help="batch sizes (repeatable; default 1 and 8)")
+    bm.add_argument("--new-tokens", type=_positive_int, default=8, help="tokens generated per pair (default 8)")
+    bm.add_argument("--repeat", type=_positive_int, default=2, help="runs of each measurement; the best counts")
+    bm.add_argument("--json", type=Path, help="also write the results here")
+    bm.set_defaults(func=cmd_bench_model)
     _add_plugin_commands(sub, bench)
     return p
 
