@@ -16,9 +16,7 @@ import pytest
 import torch
 import yaml
 from support import REPO, assert_no_traceback, error_lines, free_port, monitor_env, need_video, read_events, run_monitor
-from test_pipelines_captioner import make_adapter
-from test_reload import Stderr
-from vlm_fixtures import scene, tiny_llava  # noqa: F401
+from vlm_fixtures import StderrLines, make_adapter, scene, tiny_llava  # noqa: F401
 
 from monitor.cli import main
 from monitor.config import DescriberConfig
@@ -69,7 +67,7 @@ def test_sighup_swaps_the_lora_adapter_without_a_restart(tiny_llava: Path, tmp_p
         [sys.executable, "-m", "monitor", "run", "--config", str(cfg), "--quiet"],
         cwd=REPO, env=monitor_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    err = Stderr(proc)
+    err = StderrLines(proc)
     try:
         assert "describer=vlm:compressed:checkpoint+first" in err.wait_for("describer_loaded", 30)
         err.wait_for("source_opened", 15)  # the SIGHUP handler is installed by then

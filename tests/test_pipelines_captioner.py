@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from vlm_fixtures import pairs_with_keys, scene, tiny_llava  # noqa: F401
+from vlm_fixtures import make_adapter, pairs_with_keys, scene, tiny_llava  # noqa: F401
 
 from pipelines.captioner import ChangeCaptioner
 from pipelines.checkpoint import CheckpointError, inspect_checkpoint
-from pipelines.compressed import LORA_TARGET_MODULES
 from pipelines.prompt import NO_CHANGE, clean_caption, gap_words
 from pipelines.records import FrameInput, PairInput
 
@@ -71,20 +70,6 @@ def test_frame_cache_encodes_each_frame_once(tiny_llava: Path) -> None:
 
     # cached features give the same captions as encoding afresh
     assert cap.caption(pairs, max_new_tokens=8) == ChangeCaptioner.load(tiny_llava).caption(pairs, max_new_tokens=8)
-
-
-def make_adapter(checkpoint: Path, out: Path, seed: int) -> Path:
-    from peft import LoraConfig, get_peft_model
-
-    cap = ChangeCaptioner.load(checkpoint)
-    peft_model = get_peft_model(cap.model, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_MODULES))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:  # B starts at zero: write a trained-looking one
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-    peft_model.save_pretrained(out)
-    return out
 
 
 def test_adapter_loads_changes_the_output_swaps_and_unloads(tiny_llava: Path, tmp_path: Path) -> None:

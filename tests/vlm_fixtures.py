@@ -5,11 +5,17 @@ Use: `from vlm_fixtures import scene, tiny_llava  # noqa: F401` in a test module
 
 from __future__ import annotations
 
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from pipelines.captioner import ChangeCaptioner
+from pipelines.compressed import LORA_TARGET_MODULES
 from pipelines.records import FrameInput, PairInput
 from pipelines.tiny import save_tiny_llava
 
@@ -37,3 +43,40 @@ def pairs_with_keys(camera: str = "cam", n: int = 4) -> list[PairInput]:
         FrameInput(scene((0.1 + 0.15 * i, 0.5), seed=1), 1_795_000_000.0 + 5 * i, key=(camera, i)) for i in range(n)
     ]
     return [PairInput(frames[i], frames[i + 1], "the change is at the lower left") for i in range(n - 1)]
+
+
+def make_adapter(checkpoint: Path, out: Path, seed: int) -> Path:
+    """A peft LoRA adapter on the checkpoint's language model, with a non-zero (trained-looking) B."""
+    from peft import LoraConfig, get_peft_model
+
+    cap = ChangeCaptioner.load(checkpoint)
+    peft_model = get_peft_model(cap.model, LoraConfig(r=4, lora_alpha=8, target_modules=LORA_TARGET_MODULES))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:  # B starts at zero
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+    peft_model.save_pretrained(out)
+    return out
+
+
+class StderrLines:
+    """Collects a running process's stderr lines in a thread; `wait_for` a word."""
+
+    def __init__(self, proc: subprocess.Popen[str]):
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, word: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if word in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no {word!r} on stderr within {timeout} s:\n" + "\n".join(self.lines))
