@@ -222,6 +222,7 @@ class Trainer:
             batch_sampler=self.micro_batches(self.step),
             collate_fn=collate_pairs,
             num_workers=s.workers,
+            generator=torch.Generator().manual_seed(s.seed),  # not the global RNG: resumed runs draw the same
         )
         bar = tqdm(
             total=self.total_steps, initial=self.step, desc=f"train {s.stage}", unit="step", disable=not s.progress
