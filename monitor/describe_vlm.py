@@ -23,6 +23,7 @@ from monitor.records import ChangeCandidate, Frame, Region
 
 log = structlog.get_logger("monitor.describe_vlm")
 
+MAX_TURNS = 3
 _PERSON = re.compile(r"\b(person|people|man|woman|child|someone|pedestrian)\b", re.IGNORECASE)
 _VEHICLE = re.compile(r"\b(car|cars|van|truck|bus|vehicle|motorbike|lorry)\b", re.IGNORECASE)
 
@@ -93,7 +94,9 @@ class VlmDescriber:
     def describe(self, candidates: Sequence[ChangeCandidate]) -> list[Description]:
         pairs = [self.pair_input(c) for c in candidates]
         try:
-            texts = self.captioner.caption(pairs, max_new_tokens=self.settings.max_new_tokens)
+            # one turn per region the gate saw (at most 3): a multi-turn model says one change per turn
+            turns = [max(1, min(len(c.regions), MAX_TURNS)) for c in candidates]
+            texts = self.captioner.caption(pairs, max_new_tokens=self.settings.max_new_tokens, turns=turns)
         except Exception as exc:  # noqa: BLE001 - out of memory at batch 1, a driver error: never crash
             log.error("vlm_describe_failed", error=f"{type(exc).__name__}: {exc}"[:300], changes=len(candidates))
             return self._fallback.describe(candidates)

@@ -19,14 +19,15 @@ Public API (the contract with monitor's VlmDescriber and with finetune):
             # (content_grid/delta_tokens apply); a saved CompressedCaptioner keeps its own.
         cap.model           # CompressedCaptioner ("compressed") or LlavaForConditionalGeneration ("pair")
         cap.tokenizer, cap.image_processor, cap.mode, cap.device
-        cap.collate(pairs, targets=None, *, multi_turn=True, frame_cache=False) -> dict
+        cap.collate(pairs, targets=None, *, multi_turn=True, frame_cache=False, answered=None) -> dict
             # targets None: inference batch, left padded. targets list[list[str]] (reference
             # sentences per pair, [] = "no visible change"): right padded + labels (-100 but the
             # answers); cap.model(**batch).loss is the training loss. multi_turn: one sentence per
             # turn ("What else changed?" between turns); False: one answer with every sentence.
             # Compressed batches hold pixel_values (N unique frames), frame_index (B, F), query_mask.
-        cap.caption(pairs, *, max_new_tokens=32) -> list[str]   # clean, batched == one-by-one
-        cap.generate(pairs, *, max_new_tokens=32) -> list[str]  # one batch, raw decoded text
+        cap.caption(pairs, *, max_new_tokens=32, turns=1) -> list[str]   # clean, batched == one-by-one;
+            # turns (int or per pair): ask "What else changed?" after each new sentence, up to turns
+        cap.generate(pairs, *, max_new_tokens=32, answered=None) -> list[str]  # one batch, raw text
         cap.load_adapter(path); cap.unload_adapter()            # peft LoRA, hot swap
         cap.warm_up(); cap.frame_cache (per-camera, by FrameInput.key)
 
@@ -47,7 +48,7 @@ Public API (the contract with monitor's VlmDescriber and with finetune):
                             # part, dtype, image_size, lm_tokens_per_frame per mode, context_length
         CheckpointError     # one-line message naming the path and what is missing / wrong
 
-    from pipelines.prompt import clean_caption, NO_CHANGE, INSTRUCTION, NEXT_TURN
+    from pipelines.prompt import clean_caption, caption_sentences, NO_CHANGE, INSTRUCTION, NEXT_TURN
     from pipelines.tiny import save_tiny_llava   # save_tiny_llava(path, words=(), image_size=32,
                             # patch_size=8, hidden_size=64, layers=2, seed=0) -> Path: the test fixture
 """

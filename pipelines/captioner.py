@@ -29,7 +29,15 @@ from pipelines.checkpoint import (
     visual_tokens_per_image,
 )
 from pipelines.compressed import CompressedCaptioner
-from pipelines.prompt import clean_caption, compressed_prompt, conversation, encode, pair_prompt
+from pipelines.prompt import (
+    NO_CHANGE,
+    caption_sentences,
+    compressed_prompt,
+    conversation,
+    encode,
+    follow_up,
+    pair_prompt,
+)
 from pipelines.records import FrameInput, PairInput
 
 MODES = ("compressed", "pair")
@@ -215,14 +223,18 @@ class ChangeCaptioner:
         *,
         multi_turn: bool = True,
         frame_cache: bool = False,
+        answered: Sequence[Sequence[str]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The model's inputs. Inference (targets None): left padding. Training: right padding and
         `labels` (-100 everywhere but the answer tokens); `model(**batch).loss` is the loss.
         Compressed: every frame once per batch (`pixel_values`, or cached `frame_features` with
-        frame_cache=True), `frame_index` (B, F) and `query_mask` (B, L)."""
+        frame_cache=True), `frame_index` (B, F) and `query_mask` (B, L). `answered` (inference):
+        each pair's earlier answers; a pair with some is asked the next turn ("What else changed?")."""
         pieces = [self._pieces(p) for p in pairs]
         if targets is not None:
             pieces = [conversation(pc, list(t), multi_turn=multi_turn) for pc, t in zip(pieces, targets)]
+        elif answered is not None:
+            pieces = [follow_up(pc, list(a)) if a else pc for pc, a in zip(pieces, answered)]
         encoded = [encode(pc, self.tokenizer, self.placeholder_id) for pc in pieces]
         length = max(len(e.input_ids) for e in encoded)
         left = targets is None  # generation continues at the right edge: pad on the left
@@ -287,31 +299,57 @@ class ChangeCaptioner:
         )
 
     @torch.inference_mode()
-    def generate(self, pairs: Sequence[PairInput], *, max_new_tokens: int = 32) -> list[str]:
+    def generate(
+        self,
+        pairs: Sequence[PairInput],
+        *,
+        max_new_tokens: int = 32,
+        answered: Sequence[Sequence[str]] | None = None,
+    ) -> list[str]:
         """One batch, raw decoded text (before clean-up)."""
-        batch = self.collate(pairs, frame_cache=True)
+        batch = self.collate(pairs, frame_cache=True, answered=answered)
         prompt_len = batch["input_ids"].shape[1]
         out = self.model.generate(**batch, generation_config=self.generation_config(max_new_tokens))
         return self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
 
-    def caption(self, pairs: Sequence[PairInput], *, max_new_tokens: int = 32) -> list[str]:
+    def caption(
+        self, pairs: Sequence[PairInput], *, max_new_tokens: int = 32, turns: int | Sequence[int] = 1
+    ) -> list[str]:
         """One clean sentence per change, or "no visible change", per pair; in batches of
-        `batch_size`. CUDA out of memory: the batch is halved and retried (down to 1)."""
+        `batch_size`. `turns` (per pair or for all): how many changes to ask for, one per turn as
+        the multi-turn training format has it; a pair stops early at "no visible change" or a
+        repeated sentence. CUDA out of memory: the batch is halved and retried (down to 1)."""
+        wanted = [turns] * len(pairs) if isinstance(turns, int) else list(turns)
+        answers: list[list[str]] = [[] for _ in pairs]
+        active = list(range(len(pairs)))
+        for turn in range(max(wanted, default=0)):
+            active = [i for i in active if wanted[i] > turn]
+            raw = self._generate_batches([pairs[i] for i in active], [answers[i] for i in active], max_new_tokens)
+            still = []
+            for i, text in zip(active, raw):
+                known = {a.lower() for a in answers[i]}
+                new = [s for s in caption_sentences(text) if s.lower() not in known]
+                if new:
+                    answers[i] += new
+                    still.append(i)
+            active = still
+        return [" ".join(a) if a else NO_CHANGE for a in answers]
+
+    def _generate_batches(self, pairs: list[PairInput], answered: list[list[str]], max_new_tokens: int) -> list[str]:
         texts: list[str] = []
         size = max(1, self.batch_size)
         start = 0
         while start < len(pairs):
-            chunk = pairs[start : start + size]
+            end = start + size
             try:
-                raw = self.generate(chunk, max_new_tokens=max_new_tokens)
+                texts += self.generate(pairs[start:end], max_new_tokens=max_new_tokens, answered=answered[start:end])
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
                 torch.cuda.empty_cache()
                 size //= 2
                 continue
-            texts += [clean_caption(t) for t in raw]
-            start += len(chunk)
+            start = end
         return texts
 
     def warm_up(self) -> None:

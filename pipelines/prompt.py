@@ -107,6 +107,11 @@ def conversation(prompt: list[Piece], targets: list[str], *, multi_turn: bool = 
     return pieces
 
 
+def follow_up(prompt: list[Piece], answers: list[str]) -> list[Piece]:
+    """Inference, turn 2 on: the earlier answers as turns, then NEXT_TURN for the next change."""
+    return [*conversation(prompt, answers), Piece(f"USER: {NEXT_TURN}\nASSISTANT:")]
+
+
 def encode(pieces: list[Piece], tokenizer, placeholder_id: int) -> Encoded:
     """Token ids (BOS first), the query mask and the label mask. Each answer ends with EOS."""
     ids: list[int] = []
@@ -172,6 +177,12 @@ def _collapse_repeats(words: list[str]) -> list[str]:
 def clean_caption(text: str) -> str:
     """One clean sentence per change ('a person arrived at the lower left.'), no repeats, no list
     numbering, no trailing conversation; NO_CHANGE when nothing else is left."""
+    sentences = caption_sentences(text)
+    return " ".join(sentences) if sentences else NO_CHANGE
+
+
+def caption_sentences(text: str) -> list[str]:
+    """The clean change sentences of a model's answer (each ending with "."); [] = no change."""
     text = _TURN.split(text, maxsplit=1)[0]  # the model went on to write the next turn
     text = re.sub(r"\s+([.,;:!?])", r"\1", text)  # word-level tokenizers decode "left ."
     text = _LIST_MARK.sub("\n", text)
@@ -188,4 +199,4 @@ def clean_caption(text: str) -> str:
         if norm not in seen:
             seen.add(norm)
             sentences.append(sentence + ".")
-    return " ".join(sentences) if sentences else NO_CHANGE
+    return sentences

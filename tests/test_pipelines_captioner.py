@@ -46,6 +46,21 @@ def test_batched_generation_equals_one_by_one_and_is_deterministic(tiny_llava: P
     assert cap.caption(pairs, max_new_tokens=12) == [clean_caption(t) for t in together]
 
 
+def test_multi_turn_inference_asks_for_each_further_change(tiny_llava: Path) -> None:
+    cap = ChangeCaptioner.load(tiny_llava)
+    pairs = varied_pairs()
+    follow = cap.collate(pairs[:1], answered=[["a car left."]])
+    assert cap.tokenizer.decode(follow["input_ids"][0]).endswith(
+        "assistant : a car left . </s> user : what else changed ? assistant :"
+    )
+    first = cap.caption(pairs, max_new_tokens=6)
+    more = cap.caption(pairs, max_new_tokens=6, turns=[1, 2, 3, 3])
+    assert more[0] == first[0]
+    assert all(m.startswith(f) for f, m in zip(first, more) if f != NO_CHANGE)
+    assert sum(m.count(".") for m in more) > sum(f.count(".") for f in first)  # later turns added sentences
+    assert [cap.caption([p], max_new_tokens=6, turns=t)[0] for p, t in zip(pairs, [1, 2, 3, 3])] == more
+
+
 def test_frame_cache_encodes_each_frame_once(tiny_llava: Path) -> None:
     cap = ChangeCaptioner.load(tiny_llava, cache_frames=3)
     encoded: list[int] = []
