@@ -258,9 +258,9 @@ def _report(cameras, video, warmup, settle, window, loop_seconds, warm, end, sam
     span = end["t"] - warm["t"]
     # RSS rises and falls with what the cameras see (frames held by changes under way, the
     # describer's buffers): compare the medians of a window at each end, not two instants.
-    window = min(RSS_WINDOW_S, span / 3)
-    rss_warm = percentile([r for t, r, _ in samples if t <= warm["t"] + window], 50)
-    rss_end = percentile([r for t, r, _ in samples if t >= end["t"] - window], 50)
+    rss_window = min(RSS_WINDOW_S, span / 3)
+    rss_warm = percentile([r for t, r, _ in samples if t <= warm["t"] + rss_window], 50)
+    rss_end = percentile([r for t, r, _ in samples if t >= end["t"] - rss_window], 50)
     _rss_now, threads_end = last
     daemon_cpu = 100.0 * (end["cpu"] - warm["cpu"]) / span
     log_lat = _latencies(logged, warm["t"], end["t"])
