@@ -39,15 +39,12 @@ CLOSE_TIMEOUT_S = 10.0  # how long a shutdown waits for queued captures to be wr
 TMP_SUFFIX = ".tmp"
 STALE_TMP_S = 3600.0  # a `.tmp` folder this old is a crash leftover: retention removes it
 
-_render_json = None
+_RENDER_JSON = structlog.processors.JSONRenderer(sort_keys=False)  # as the log sink renders
 
 
 def event_json(event: ChangeEvent) -> str:
-    """The event exactly as `changes.jsonl` has it (the log sink renders with structlog)."""
-    global _render_json
-    if _render_json is None:
-        _render_json = structlog.processors.JSONRenderer(sort_keys=False)
-    return _render_json(None, "", event.model_dump(mode="json"))
+    """The event exactly as `changes.jsonl` has it."""
+    return _RENDER_JSON(None, "", event.model_dump(mode="json"))
 
 
 def capture_path(root: Path, event: ChangeEvent) -> Path:
