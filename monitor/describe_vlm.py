@@ -87,7 +87,7 @@ class VlmDescriber:
 
     @property
     def name(self) -> str:
-        """Named in every event: `vlm:compressed:tiny-llava` (+`:adapter-dir` with an adapter)."""
+        """Named in every event: `vlm:compressed:tiny-llava` (`+adapter-dir` with an adapter)."""
         adapter = f"+{Path(self.captioner.adapter).name}" if self.captioner.adapter else ""
         return f"vlm:{self.captioner.mode}:{Path(str(self.settings.model)).name}{adapter}"
 
