@@ -389,7 +389,15 @@ class ChangeCaptioner:
     def unload_adapter(self) -> None:
         """Back to the checkpoint's own weights."""
         if self._peft is not None:
+            from peft.utils import ModulesToSaveWrapper
+
+            # peft's unload() keeps the adapter's trained copy of a modules_to_save module (the
+            # compressor a finetune adapter carries): put the checkpoint's own module back.
+            wrapped = self._peft.get_base_model().named_modules()
+            originals = [(name, m.original_module) for name, m in wrapped if isinstance(m, ModulesToSaveWrapper)]
             self.model = self._peft.unload()
+            for name, module in originals:
+                self.model.set_submodule(name, module)
             self._peft = None
         self.adapter = None
         self.frame_cache.clear()
