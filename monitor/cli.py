@@ -112,12 +112,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 fresh = fresh.model_copy(update={"log": fresh.log.model_copy(update={"dir": args.log_dir})})
             return _with_credentials(fresh)
 
+    # Building the monitor loads the describer (a VLM takes seconds): a SIGTERM or SIGHUP that
+    # arrives meanwhile is kept and acted on once the monitor exists, instead of killing it.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     monitor = Monitor(settings, echo=None if args.quiet else sys.stdout, realtime=args.realtime or None, reload=reload)
     # SIGTERM (systemctl stop): stop reading, describe and write what is queued, flush, exit 0.
     # SIGHUP (systemctl reload): reopen the log files; with --config, re-read it and apply its
     # cameras (added, removed, changed) without touching the others; an invalid one is refused.
     signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
     signal.signal(signal.SIGHUP, lambda *_: monitor.request_reload())
+    if signal.SIGHUP in early:
+        monitor.request_reload()
+    if signal.SIGTERM in early:
+        monitor.stop()
     try:
         result = monitor.run()
     except KeyboardInterrupt:
