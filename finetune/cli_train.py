@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from finetune.cli import _count, _existing_dir_or_new, _fraction, guarded
+
+# bitsandbytes (imported by peft) warns on every start that its optional `kernels` package for
+# faster CPU 4-bit matmuls is missing; 4-bit works without it. Keep the commands' stderr clean.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def _positive(text: str) -> float:

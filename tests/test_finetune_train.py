@@ -157,7 +157,7 @@ def test_bad_dataset_and_model_one_line(tiny, tmp_path: Path) -> None:
     first = json.loads(lines[0])
     first["before"] = "images/missing.png"
     (broken / "pairs.jsonl").write_text("\n".join([json.dumps(first), *lines[1:3]]) + "\n")
-    for name in {p for line in lines[1:3] for p in (json.loads(line)["before"], json.loads(line)["after"])}:
+    for name in {p for line in lines[:3] for p in (json.loads(line)["before"], json.loads(line)["after"])}:
         (broken / name).parent.mkdir(exist_ok=True)
         (broken / name).write_bytes((dataset.parent / name).read_bytes())
     cases = [
