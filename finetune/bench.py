@@ -156,6 +156,9 @@ class _Rec:  # the two fields pair_input reads from a dataset record
 
 
 def _child(queue: Any, *args: Any) -> None:
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # see finetune/cli_train.py
     try:
         queue.put(measure(*args))
     except Exception as exc:  # noqa: BLE001 - reported as one line by the parent
