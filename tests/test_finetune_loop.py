@@ -76,3 +76,15 @@ def test_train_export_reload_in_the_describer(tmp_path: Path, capsys: pytest.Cap
     assert merged_captioner.caption(pairs, max_new_tokens=16) == after
     assert describer.reload(with_adapter, running) == running
     assert [d.text for d in describer.describe(cands)] == before  # unloaded: back to the base model
+
+    # `finetune eval` of the exported adapter: JSON, report files, the controls side by side
+    report = tmp_path / "report"
+    evaluate = ["finetune", "eval", "--model", checkpoint, "--adapter", exported, "--dataset", dataset]
+    evaluate += ["--arrangement", "all", "--limit", 12, "--max-new-tokens", 16, "--no-java", "--json"]
+    capsys.readouterr()
+    assert main([str(a) for a in [*evaluate, "--report", report]]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert list(scores) == ["normal", "swapped", "shuffled"] and scores["normal"]["pairs"] == 12
+    assert scores["normal"]["cider_d"] == pytest.approx(tuned_scores.cider_d)  # the describer's captions
+    assert (report / "scores.png").stat().st_size > 0
+    assert set(json.loads((report / "scores.json").read_text())["systems"]) == set(scores)

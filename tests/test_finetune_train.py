@@ -179,3 +179,15 @@ def test_bad_dataset_and_model_one_line(tiny, tmp_path: Path) -> None:
         assert proc.returncode != 0
         problems = error_lines(proc) or [line for line in proc.stderr.splitlines() if "error:" in line]
         assert len(problems) == 1 and expected in problems[0], proc.stderr
+
+
+def test_bench_finetune_json(capsys) -> None:
+    methods = ["--methods", "compressor,qlora"]
+    assert main(["bench", "finetune", "--steps", "1", "--batch-size", "2", *methods, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {r["method"]: r for r in doc["methods"]}
+    assert list(rows) == ["compressor", "qlora"] and doc["arch"] == "tiny"
+    for row in rows.values():
+        assert row["samples_per_s"] > 0 and row["peak_mb"] > 0
+        assert 0 < row["trainable_params"] < row["total_params"]
+    assert rows["compressor"]["trainable_params"] < rows["qlora"]["trainable_params"]  # + LoRA
