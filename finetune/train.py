@@ -140,6 +140,7 @@ class Trainer:
         except CheckpointError as exc:
             raise MonitorError(str(exc)) from None
         model = self.captioner.model
+        compute_dtype = model.dtype  # as loaded (bf16/fp16 on CUDA); trainable weights become float32 below
         if s.init_compressor is not None:
             load_compressor(model, s.init_compressor)
         self.trained = prepare(
@@ -160,7 +161,8 @@ class Trainer:
             self.optimizer, round(s.warmup * self.total_steps), self.total_steps
         )
         device = self.captioner.device
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=model.dtype == torch.bfloat16)
+        low_precision = compute_dtype in (torch.bfloat16, torch.float16)
+        self.autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=low_precision)
         self.step = 0
         self.rng: dict[str, Any] | None = None  # generator states at the start of the current step
 

@@ -87,7 +87,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tiny, tmp_path: Path) -> 
     """SIGINT to a real `monitor finetune train` process: exit 130, one line, a checkpoint; the
     resumed run ends with exactly the weights of an uninterrupted run."""
     checkpoint, dataset = tiny
-    steps = 30
+    steps = 200  # long enough that SIGINT lands mid-run on a fast machine
     straight = tmp_path / "straight"
     train(_settings(tiny, straight, stage="lora", max_steps=steps, lr=2e-3))
 
