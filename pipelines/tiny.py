@@ -119,9 +119,15 @@ def save_tiny_llava(
     hidden_size: int = 64,
     layers: int = 2,
     seed: int = 0,
+    fan_in_init: bool = False,
 ) -> Path:
     """Write a tiny random LLaVA checkpoint to `path` (created) and return it. `words` are added
-    to the default vocabulary. Same seed, same weights."""
+    to the default vocabulary. Same seed, same weights.
+
+    `fan_in_init`: draw the LM's, projector's and lm_head's linear weights at std 1/sqrt(fan_in)
+    instead of the config's 0.02, for a tiny model that is to be trained from scratch: at hidden
+    size 64, std 0.02 makes attention logits ~0 and the LM sits on the language prior for
+    thousands of steps before it starts reading the visual tokens."""
     if hidden_size > 64:
         raise ValueError("a tiny model has hidden_size <= 64")
     path = Path(path)
@@ -132,6 +138,13 @@ def save_tiny_llava(
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=3, do_sample=False)
+    if fan_in_init:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                text_side = "language_model" in name or "projector" in name or name == "lm_head"
+                if isinstance(module, torch.nn.Linear) and text_side:
+                    torch.nn.init.normal_(module.weight, std=module.in_features**-0.5)
     model.save_pretrained(path)  # safetensors
     tokenizer.save_pretrained(path)
     CLIPImageProcessorPil(

@@ -17,7 +17,7 @@ the controls must show the captions come from the pixels and their order:
 Nothing but pixels separates the pairs: the synthetic times are dropped (every prompt reads the
 same), and regions are never given to the model.
 
-The tiny checkpoint's Llama/projector weights are re-drawn at the usual 1/sqrt(fan_in) scale:
+The tiny checkpoint is made with `fan_in_init=True` (Llama/projector weights at 1/sqrt(fan_in)):
 the config default (std 0.02 at hidden size 64) makes attention logits ~0, and the LM sits on
 the language prior for thousands of steps before it starts reading the visual tokens.
 """
@@ -45,17 +45,9 @@ RECIPE = dict(stage="full", epochs=12, batch_size=32, lr=2e-3, warmup=0.05, eval
 
 
 def learnable_tiny_llava(path: Path) -> Path:
-    from transformers import LlavaForConditionalGeneration
-
-    save_tiny_llava(path, words=SYNTHETIC_WORDS, image_size=SIZE, patch_size=8, hidden_size=64, layers=2)
-    model = LlavaForConditionalGeneration.from_pretrained(path)
-    torch.manual_seed(0)
-    for name, module in model.named_modules():
-        text_side = "language_model" in name or "projector" in name or name == "lm_head"
-        if isinstance(module, torch.nn.Linear) and text_side:
-            torch.nn.init.normal_(module.weight, std=module.in_features**-0.5)
-    model.save_pretrained(path)
-    return path
+    return save_tiny_llava(
+        path, words=SYNTHETIC_WORDS, image_size=SIZE, patch_size=8, hidden_size=64, layers=2, fan_in_init=True
+    )
 
 
 def synthetic_without_times(folder: Path, n: int, seed: int) -> Path:
