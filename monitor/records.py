@@ -37,7 +37,8 @@ class Frame:
         cached = self.__dict__.get("_bgr")
         if cached is None:
             px = self.pixels
-            cached = px if isinstance(px, np.ndarray) else px.to_ndarray(format="bgr24")
+            # threads=1: PyAV's default scaler starts native threads that live as long as the frame.
+            cached = px if isinstance(px, np.ndarray) else px.to_ndarray(format="bgr24", threads=1)
             cached.setflags(write=False)
             self.__dict__["_bgr"] = cached
         return cached
@@ -55,7 +56,7 @@ class Frame:
             rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
             view = rows[:, : plane.width]
         else:
-            return px.to_ndarray(format="gray")
+            return px.to_ndarray(format="gray", threads=1)
         view.setflags(write=False)  # a view of the frame's own pixels: the frame stays immutable
         return view
 
