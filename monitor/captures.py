@@ -31,6 +31,7 @@ import structlog
 from monitor.config import CapturesConfig
 from monitor.errors import MonitorError
 from monitor.records import ChangeCandidate, ChangeEvent
+from monitor.spool import fsync_dir
 
 log = structlog.get_logger("monitor.captures")
 
@@ -135,22 +136,9 @@ class CaptureSink:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         self.saved += 1
         return final
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

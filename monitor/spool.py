@@ -54,7 +54,7 @@ def _seg_name(first_n: int) -> str:
     return f"{_SEG_PREFIX}{first_n:015d}{_SEG_SUFFIX}"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -180,7 +180,7 @@ class Spool:
         self._file = path.open("ab")
         self._file_bytes = 0
         self._segments.append((first_n, path))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _drop_over_bound(self) -> None:
         dropped = 0

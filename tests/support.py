@@ -8,6 +8,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +159,26 @@ def make_event(
         describer="embedded",
         latency_ms=1.0,
     )
+
+
+class StderrLines:
+    """Collects a running process's stderr lines in a thread; `wait_for` a word."""
+
+    def __init__(self, proc: subprocess.Popen[str]):
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.reader.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, word: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if word in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no {word!r} on stderr within {timeout} s:\n" + "\n".join(self.lines))

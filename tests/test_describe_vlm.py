@@ -15,8 +15,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from support import REPO, assert_no_traceback, error_lines, free_port, monitor_env, need_video, read_events, run_monitor
-from vlm_fixtures import StderrLines, make_adapter, scene, tiny_llava  # noqa: F401
+from support import (
+    REPO,
+    StderrLines,
+    assert_no_traceback,
+    error_lines,
+    free_port,
+    monitor_env,
+    need_video,
+    read_events,
+    run_monitor,
+)
+from vlm_fixtures import make_adapter, scene, tiny_llava  # noqa: F401
 
 from monitor.cli import main
 from monitor.config import DescriberConfig

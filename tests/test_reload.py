@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO, monitor_env, read_events
+from support import REPO, StderrLines, monitor_env, read_events
 
 from monitor.config import load_settings
 from monitor.daemon import Monitor
@@ -40,29 +40,6 @@ def _write_config(path: Path, log_dir: Path, cameras: dict[str, Path]) -> None:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
-class Stderr:
-    """Collects the daemon's stderr lines in a thread."""
-
-    def __init__(self, proc: subprocess.Popen[str]):
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._loop, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _loop(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, word: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if word in line:
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no {word!r} on stderr within {timeout} s:\n" + "\n".join(self.lines))
-
-
 def _wait_events(log_dir: Path, camera: str, n: int, timeout: float) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -80,7 +57,7 @@ def test_sighup_reloads_cameras_and_refuses_invalid_config(tmp_path: Path, scene
         [sys.executable, "-m", "monitor", "run", "--config", str(cfg), "--quiet"],
         env=monitor_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    err = Stderr(proc)
+    err = StderrLines(proc)
     try:
         _wait_events(logs, "gone", 1, 30)
         # Add "new", remove "gone", leave "keep" as it is.
@@ -111,7 +88,7 @@ def test_sighup_reloads_cameras_and_refuses_invalid_config(tmp_path: Path, scene
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    err._thread.join(5)
+    err.reader.join(5)
     assert proc.returncode == 0, "\n".join(err.lines)
     stderr = "\n".join(err.lines)
     assert "Traceback" not in stderr, stderr

@@ -5,9 +5,6 @@ Use: `from vlm_fixtures import scene, tiny_llava  # noqa: F401` in a test module
 
 from __future__ import annotations
 
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,25 +55,3 @@ def make_adapter(checkpoint: Path, out: Path, seed: int) -> Path:
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
     peft_model.save_pretrained(out)
     return out
-
-
-class StderrLines:
-    """Collects a running process's stderr lines in a thread; `wait_for` a word."""
-
-    def __init__(self, proc: subprocess.Popen[str]):
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for(self, word: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if word in line:
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no {word!r} on stderr within {timeout} s:\n" + "\n".join(self.lines))
