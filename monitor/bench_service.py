@@ -166,7 +166,7 @@ def run_service_bench(
     warmup: float = 30.0,
     video: Path | None = None,
     loop_seconds: float | None = None,
-    reorder_window: float = 2.0,
+    reorder_window: float = 0.5,
     sample_every: float = 1.0,
 ) -> dict[str, Any]:
     """Run the service for `seconds` (warm-up included) and return the measurements."""

@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring (default 30)")
     bs.add_argument("--video", type=Path, help="H.264 MP4 footage (default: the shared one-by-one clip)")
     bs.add_argument("--loop-seconds", type=float, help="loop only the first S seconds of the footage")
-    bs.add_argument("--reorder-window", type=float, default=2.0, help="the daemon's log.reorder_window_s (default 2.0)")
+    bs.add_argument("--reorder-window", type=float, default=0.5, help="the daemon's log.reorder_window_s (default 0.5)")
     bs.add_argument("--json", type=Path, help="also write the results here")
     bs.set_defaults(func=cmd_bench)
     bm = bench.add_parser(

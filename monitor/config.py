@@ -132,7 +132,7 @@ class LogConfig(Strict):
     dir: Path = Field(Path("./monitor-logs"), description="where changes.jsonl and changes.log go")
     max_bytes: int = Field(10_000_000, ge=1024, description="rotate a log file at this size")
     backup_count: int = Field(5, ge=0, le=1000, description="rotated files kept")
-    reorder_window_s: float = Field(2.0, ge=0, description="how long events wait to be merged across cameras")
+    reorder_window_s: float = Field(0.5, ge=0, description="how long events wait to be merged across cameras")
 
 
 class CapturesConfig(Strict):

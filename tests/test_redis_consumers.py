@@ -220,8 +220,10 @@ def test_alerts_prints_and_acks(server: RedisServer, r) -> None:
 def test_alerts_creates_the_stream_and_waits(server: RedisServer, r) -> None:
     consumer = Proc("alerts", "--redis", server.url, "--group", "g", "--consumer", "c1", "--count", "1")
     try:
-        time.sleep(0.5)
-        assert r.exists(f"{PREFIX}:alerts")  # MKSTREAM
+        deadline = time.monotonic() + 10  # the consumer's start-up time varies with the machine's load
+        while not r.exists(f"{PREFIX}:alerts") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.exists(f"{PREFIX}:alerts")  # MKSTREAM: the group is created before any alert exists
         add_alert(r, EVENTS[2], "vehicles")
         assert consumer.read(1) == [alert_line(EVENTS[2], "vehicles")]
         assert consumer.p.wait(timeout=10) == 0  # --count 1: done
