@@ -115,6 +115,9 @@ class DescriberConfig(Strict):
     quantization: Literal["none", "8bit", "4bit"] = Field("none", description="vlm: bitsandbytes LM weights")
     max_new_tokens: int = Field(32, ge=1, le=512, description="vlm: longest description, tokens")
     max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="vlm: wait this long for a fuller batch")
+    history_frames: int = Field(
+        0, ge=0, le=8, description="vlm compressed: the scenes before the camera's last changes, shown oldest first"
+    )
     batch_size: int = Field(8, ge=1, le=256)
     queue_per_camera: int = Field(
         8, ge=1, le=4096, description="changes queued per camera; beyond, the oldest are coalesced"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,6 +73,7 @@ class VlmDescriber:
             raise MonitorError(f"describer: {exc}") from None
         self.settings = settings
         self.max_wait_s = settings.max_wait_ms / 1000.0
+        self._history: dict[str, deque[Frame]] = {}  # per camera, for `history_frames`
         self._adapter_stamp = _stamp(settings.adapter)
         self._fallback = EmbeddedDescriber()  # geometry phrases if the model ever fails
         if warm_up:
@@ -116,7 +118,21 @@ class VlmDescriber:
             self.frame_input(cand.camera_id, cand.before),
             self.frame_input(cand.camera_id, cand.after),
             regions_text(cand.regions),
+            history=self._history_of(cand),
         )
+
+    def _history_of(self, cand: ChangeCandidate) -> tuple:
+        """The camera's scenes before its last `history_frames` changes (their before frames),
+        oldest first; then this change's before frame joins them. Compressed mode only: a pair
+        image has no room for more frames."""
+        keep = self.settings.history_frames if self.captioner.mode == "compressed" else 0
+        if keep == 0:
+            return ()
+        scenes = self._history.setdefault(cand.camera_id, deque(maxlen=keep))
+        history = tuple(self.frame_input(cand.camera_id, f) for f in scenes)
+        if not scenes or scenes[-1].seq != cand.before.seq:
+            scenes.append(cand.before)
+        return history
 
     @staticmethod
     def labels(cand: ChangeCandidate, text: str) -> tuple[str | None, ...]:

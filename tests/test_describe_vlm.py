@@ -136,6 +136,25 @@ def test_candidates_become_rgb_pairs_with_regions_in_words(tiny_llava: Path) -> 
     assert texts == captioner.caption(expected, max_new_tokens=32)
 
 
+def test_history_is_the_cameras_earlier_scenes_oldest_first(tiny_llava: Path) -> None:
+    describer = VlmDescriber(DescriberConfig(kind="vlm", model=str(tiny_llava), history_frames=2), warm_up=False)
+    east = [_frame(i, (0.1 * i, 0.5)) for i in range(5)]
+    west = [_frame(i, None, "west") for i in range(2)]
+    pairs = [describer.pair_input(_candidate(east[i], east[i + 1], (CENTRE,))) for i in range(4)]
+    assert [[f.key[1] for f in p.history] for p in pairs] == [[], [0], [0, 1], [1, 2]]  # bounded, oldest first
+    assert describer.pair_input(_candidate(west[0], west[1], ())).history == ()  # per camera
+    # in the LM input: 2 tokens per history frame on top of the pair's 2 + 2 + 2 delta tokens
+    batch = describer.captioner.collate([pairs[0], pairs[3]])
+    placeholders = (batch["input_ids"] == describer.captioner.tokenizer.convert_tokens_to_ids("<image>")).sum(1)
+    assert placeholders.tolist() == [6, 10]
+    # a pair-mode describer has no room for history
+    pair_mode = VlmDescriber(
+        DescriberConfig(kind="vlm", model=str(tiny_llava), mode="pair", history_frames=2), warm_up=False
+    )
+    for i in range(3):
+        assert pair_mode.pair_input(_candidate(east[i], east[i + 1], (CENTRE,))).history == ()
+
+
 def test_describer_batches_across_cameras_and_encodes_each_frame_once(tiny_llava: Path) -> None:
     describer = VlmDescriber(DescriberConfig(kind="vlm", model=str(tiny_llava), max_wait_ms=20), warm_up=False)
     assert describer.max_wait_s == 0.02
