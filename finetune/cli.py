@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from monitor.argtypes import fraction, positive_int
 from monitor.errors import MonitorError
 
 MAX_PROBLEMS_SHOWN = 100
@@ -67,26 +68,6 @@ def _existing_dir_or_new(text: str) -> Path:
     return path
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {value})")
-    return value
-
-
 # -- prepare ------------------------------------------------------------------------------------
 def add_prepare(steps: Any) -> None:
     p = steps.add_parser(
@@ -97,15 +78,17 @@ def add_prepare(steps: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-spotdiff", type=Path, metavar="ANNOTATIONS", help="Spot-the-Diff annotation JSON")
     src.add_argument("--from-captures", type=Path, metavar="DIR", help="the daemon's capture folder")
-    src.add_argument("--synthetic", type=_count, metavar="N", help="N pairs from the synthetic scene generator")
+    src.add_argument("--synthetic", type=positive_int, metavar="N", help="N pairs from the synthetic scene generator")
     p.add_argument("--images", type=Path, metavar="DIR", help="Spot-the-Diff images (<id>.png, <id>_2.png)")
     p.add_argument(
         "--include-uncorrected", action="store_true", help="captures: use the logged text where no captions.txt"
     )
-    p.add_argument("--image-size", type=_count, default=96, metavar="S", help="synthetic: S x S frames (default 96)")
+    p.add_argument(
+        "--image-size", type=positive_int, default=96, metavar="S", help="synthetic: S x S frames (default 96)"
+    )
     p.add_argument("--seed", type=int, default=0, help="synthetic: seed (default 0)")
     p.add_argument(
-        "--no-change-fraction", type=_fraction, default=0.2, help="synthetic: share of no-change pairs (default 0.2)"
+        "--no-change-fraction", type=fraction, default=0.2, help="synthetic: share of no-change pairs (default 0.2)"
     )
     p.add_argument("--out", type=_existing_dir_or_new, required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--skip-bad", action="store_true", help="drop bad pairs and count them instead of failing")

@@ -11,31 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from finetune.cli import _count, _existing_dir_or_new, _fraction, guarded
+from finetune.cli import _existing_dir_or_new, guarded
+from monitor.argtypes import fraction, non_negative_int, positive_float, positive_int
 
 # bitsandbytes (imported by peft) warns on every start that its optional `kernels` package for
 # faster CPU 4-bit matmuls is missing; 4-bit works without it. Keep the commands' stderr clean.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 (got {value})")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (got {value})")
-    return value
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -54,27 +35,27 @@ def add_train(steps: Any) -> None:
     t.add_argument("--qlora", action="store_true", help="stage lora with the LM in 4-bit nf4 (bitsandbytes)")
     t.add_argument("--train-projector", action="store_true", help="the projector trains too")
     t.add_argument("--init-compressor", type=Path, metavar="DIR", help="start from a stage-1 output folder")
-    t.add_argument("--lora-r", type=_count, default=32, help="LoRA rank (default 32)")
-    t.add_argument("--lora-alpha", type=_count, default=64, help="LoRA alpha (default 64)")
-    t.add_argument("--lora-dropout", type=_fraction, default=0.05, help="LoRA dropout (default 0.05)")
-    t.add_argument("--lr", type=_positive, help="learning rate (default: compressor 1e-3, lora 2e-4, full 1e-3)")
-    t.add_argument("--epochs", type=_positive, default=1.0, help="default 1")
-    t.add_argument("--max-steps", type=_count, help="optimizer steps (overrides --epochs)")
-    t.add_argument("--batch-size", type=_count, default=8, help="pairs per micro-batch (default 8)")
-    t.add_argument("--grad-accum", type=_count, default=1, help="micro-batches per optimizer step (default 1)")
-    t.add_argument("--warmup", type=_fraction, default=0.03, help="warmup share of the steps (default 0.03)")
+    t.add_argument("--lora-r", type=positive_int, default=32, help="LoRA rank (default 32)")
+    t.add_argument("--lora-alpha", type=positive_int, default=64, help="LoRA alpha (default 64)")
+    t.add_argument("--lora-dropout", type=fraction, default=0.05, help="LoRA dropout (default 0.05)")
+    t.add_argument("--lr", type=positive_float, help="learning rate (default: compressor 1e-3, lora 2e-4, full 1e-3)")
+    t.add_argument("--epochs", type=positive_float, default=1.0, help="default 1")
+    t.add_argument("--max-steps", type=positive_int, help="optimizer steps (overrides --epochs)")
+    t.add_argument("--batch-size", type=positive_int, default=8, help="pairs per micro-batch (default 8)")
+    t.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step (default 1)")
+    t.add_argument("--warmup", type=fraction, default=0.03, help="warmup share of the steps (default 0.03)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
     t.add_argument("--single-answer", action="store_true", help="one answer with every sentence, not one per turn")
     t.add_argument("--eval-dataset", type=Path, metavar="D", help="held-out pairs (default: a share of DATASET)")
-    t.add_argument("--eval-fraction", type=_fraction, default=0.05, help="held-out share (default 0.05)")
-    t.add_argument("--eval-every", type=_non_negative, default=0, help="steps between held-out losses (0: end)")
-    t.add_argument("--eval-pairs", type=_count, default=64, help="held-out pairs per evaluation (default 64)")
-    t.add_argument("--save-every", type=_non_negative, default=0, help="steps between checkpoints (0: end)")
+    t.add_argument("--eval-fraction", type=fraction, default=0.05, help="held-out share (default 0.05)")
+    t.add_argument("--eval-every", type=non_negative_int, default=0, help="steps between held-out losses (0: end)")
+    t.add_argument("--eval-pairs", type=positive_int, default=64, help="held-out pairs per evaluation (default 64)")
+    t.add_argument("--save-every", type=non_negative_int, default=0, help="steps between checkpoints (0: end)")
     t.add_argument("--resume", action="store_true", help="continue the newest checkpoint in OUT")
     t.add_argument("--seed", type=int, default=0, help="default 0")
     t.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    t.add_argument("--workers", type=_non_negative, default=0, help="image decoding processes (default 0)")
+    t.add_argument("--workers", type=non_negative_int, default=0, help="image decoding processes (default 0)")
     t.add_argument("--skip-bad", action="store_true", help="drop bad dataset lines instead of failing")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=guarded(cmd_train))
@@ -148,9 +129,9 @@ def add_eval(steps: Any) -> None:
         default="normal",
         help="controls: before/after swapped, images shuffled across pairs, or all three (default normal)",
     )
-    e.add_argument("--limit", type=_count, metavar="N", help="the first N pairs only")
-    e.add_argument("--batch-size", type=_count, default=8, help="pairs per generation batch (default 8)")
-    e.add_argument("--max-new-tokens", type=_count, default=32, help="default 32")
+    e.add_argument("--limit", type=positive_int, metavar="N", help="the first N pairs only")
+    e.add_argument("--batch-size", type=positive_int, default=8, help="pairs per generation batch (default 8)")
+    e.add_argument("--max-new-tokens", type=positive_int, default=32, help="default 32")
     e.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     e.add_argument("--no-java", action="store_true", help="skip METEOR, approximate PTB tokenisation in Python")
     e.add_argument("--skip-bad", action="store_true", help="drop bad dataset lines instead of failing")
@@ -226,8 +207,8 @@ def add_bench(bench: Any) -> None:
     )
     b.add_argument("--arch", choices=("tiny", "tinyllava"), default="tiny", help="default tiny")
     b.add_argument("--methods", default="compressor,lora,qlora", help="comma list (default compressor,lora,qlora)")
-    b.add_argument("--steps", type=_count, default=5, help="measured steps per method (default 5)")
-    b.add_argument("--batch-size", type=_count, default=8, help="default 8")
+    b.add_argument("--steps", type=positive_int, default=5, help="measured steps per method (default 5)")
+    b.add_argument("--batch-size", type=positive_int, default=8, help="default 8")
     b.add_argument("--gradient-checkpointing", action="store_true", help="with activation checkpointing")
     b.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     b.add_argument("--json", action="store_true", help="print JSON only")

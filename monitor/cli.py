@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from monitor.argtypes import positive_int
 from monitor.errors import ConfigError, MonitorError, mask_secrets
 
 DEMO_SEED = 7
@@ -275,16 +276,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
-
-
 def _add_plugin_commands(sub: Any, bench: Any) -> None:
     """Subcommands of other installed packages (`finetune`), found through the `monitor.commands`
     entry points, so the daemon's package never imports the training code. Each entry point is a
@@ -359,12 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object per alert")
     a.add_argument(
         "--claim-idle-ms",
-        type=_positive_int,
+        type=positive_int,
         default=30_000,
         metavar="MS",
         help="take over alerts pending longer than this in other consumers (default 30000)",
     )
-    a.add_argument("--count", type=_positive_int, metavar="N", help="exit after N alerts")
+    a.add_argument("--count", type=positive_int, metavar="N", help="exit after N alerts")
     a.set_defaults(func=cmd_alerts)
 
     s = sub.add_parser("sample", help="render the synthetic sample scene (+ truth JSON)")
@@ -410,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Redis, jobs); report CPU and RSS per camera, RSS growth and threads after the warm-up, and the latency "
         "from a change to its log line and to its Redis entry (p50/p95).",
     )
-    bs.add_argument("--cameras", type=_positive_int, default=16, help="RTSP cameras (default 16)")
+    bs.add_argument("--cameras", type=positive_int, default=16, help="RTSP cameras (default 16)")
     bs.add_argument("--seconds", type=float, default=120.0, help="run length, warm-up included (default 120)")
     bs.add_argument("--minutes", type=float, help="run length in minutes, e.g. 30 for a soak (overrides --seconds)")
     bs.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring (default 30)")
@@ -427,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bm.add_argument("--arch", choices=["tinyllava-1.5b", "tiny"], default="tinyllava-1.5b")
     bm.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    bm.add_argument("--batch", type=_positive_int, action="append", help="batch sizes (repeatable; default 1 and 8)")
-    bm.add_argument("--new-tokens", type=_positive_int, default=8, help="tokens generated per pair (default 8)")
-    bm.add_argument("--repeat", type=_positive_int, default=2, help="runs of each measurement; the best counts")
+    bm.add_argument("--batch", type=positive_int, action="append", help="batch sizes (repeatable; default 1 and 8)")
+    bm.add_argument("--new-tokens", type=positive_int, default=8, help="tokens generated per pair (default 8)")
+    bm.add_argument("--repeat", type=positive_int, default=2, help="runs of each measurement; the best counts")
     bm.add_argument("--json", type=Path, help="also write the results here")
     bm.set_defaults(func=cmd_bench_model)
     _add_plugin_commands(sub, bench)
