@@ -66,9 +66,7 @@ class Monitor:
         # are alive. A no-op outside systemd (no NOTIFY_SOCKET).
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.heartbeats = Heartbeats()
-        self.describer = BeatingDescriber(
-            describer or build_describer(settings.describer), self.heartbeats
-        )
+        self.describer = BeatingDescriber(describer or build_describer(settings.describer), self.heartbeats)
         self.stop_event = threading.Event()
         self._stop_at: float | None = None  # monotonic time of the first stop()
         self._reload_requested = False

@@ -209,10 +209,36 @@ class CompressedCaptioner(PreTrainedModel, GenerationMixin):
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values (N, 3, S, S) -> (N, P, Dv) the vision tower's selected patch features
         (before the projector: what the frame cache keeps)."""
-        out = self.model.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+        pixel_values = pixel_values.to(self.vision_tower.dtype)
         layers = self.config.vision_feature_layer
-        layers = [layers] if isinstance(layers, int) else layers
-        feats = [out.hidden_states[i] for i in layers]
+        layers = [layers] if isinstance(layers, int) else list(layers)
+        tower = self.vision_tower  # transformers 5: CLIP/SigLIP blocks at tower.encoder.layers (4.x: .vision_model)
+        encoder = getattr(tower, "encoder", None) or getattr(getattr(tower, "vision_model", None), "encoder", None)
+        blocks = getattr(encoder, "layers", None)
+        index = [i % (len(blocks) + 1) for i in layers] if isinstance(blocks, nn.ModuleList) else []
+        if index and min(index) > 0:
+            # hidden state i (0 = embeddings) is block i's output and needs only the first i blocks: LLaVA's
+            # default layer -2 leaves the last block unused (1/24 of CLIP-L/336, half a 2-block test tower).
+            # Own hooks rather than output_hidden_states: transformers installs its capture hooks once,
+            # on the blocks present then, and the tower is whole again after this call.
+            found: dict[int, torch.Tensor] = {}
+            hooks = [
+                blocks[i - 1].register_forward_hook(
+                    lambda _m, _a, out, i=i: found.__setitem__(i, out[0] if isinstance(out, tuple) else out)
+                )
+                for i in set(index)
+            ]
+            encoder.layers = blocks[: max(index)]
+            try:
+                tower(pixel_values)
+            finally:
+                encoder.layers = blocks
+                for hook in hooks:
+                    hook.remove()
+            feats = [found[i] for i in index]
+        else:
+            out = tower(pixel_values, output_hidden_states=True)
+            feats = [out.hidden_states[i] for i in layers]
         if self.config.vision_feature_select_strategy == "default":
             feats = [f[:, 1:] for f in feats]  # drop CLS
         return torch.cat(feats, dim=-1)

@@ -4,15 +4,19 @@ A tiny LLaVA (CLIP vision tower + Llama LM, random init) goes through the compre
 (2 LM tokens per frame + 2 delta tokens per pair) and is trained end to end (`--stage full`:
 fine for a tiny model with nothing pretrained) on synthetic pairs; on held-out pairs of another
 seed it must reach CIDEr-D >= 1.0 and direction accuracy >= 95 % on the pairs with one change
-(>= 90 % over every pair: with two simultaneous changes the 2 delta tokens of a pair average both,
-and most misses are those pairs - a limit of the compressed representation, see the README), and
-the controls must show the captions come from the pixels and their order:
+(>= 90 % over every pair, judged by its first change; issue 6 asks 95 %). Most misses are pairs
+where one object arrives while another leaves or moves, which the model describes as one object
+moving: telling two objects from one at 32 px is where this tiny model fails. It is not the
+pooling of both places into the 2 delta tokens: separate delta tokens per place (4 per pair)
+scored 0.88, more two-change training pairs 0.88, 20 epochs 0.91 (see the README).
+The controls must show the captions come from the pixels and their order:
 - images shuffled across pairs: CIDEr-D at least 3x lower;
 - before/after swapped: the direction flips (appeared <-> disappeared) and CIDEr-D drops. A 3x
   drop is not reachable here by construction: a perfect model on swapped pairs says the flipped
   sentence ("a red car disappeared from the lower left" for "... appeared in the lower left"),
-  which shares colour, kind and place with the reference; the test computes that bound (the
-  exact flipped captions scored against the references) and requires the model's drop to be at
+  which shares colour, kind and place with the reference, and no-change pairs (a fifth) are
+  unchanged by a swap; the test computes that bound (the exact flipped captions scored against
+  the references: 1.66x lower on the 300 held-out pairs) and requires the model's drop to be at
   least half the perfect model's.
 Nothing but pixels separates the pairs: the synthetic times are dropped (every prompt reads the
 same), and regions are never given to the model.

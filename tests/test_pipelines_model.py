@@ -170,3 +170,25 @@ def test_lora_target_regex_is_scoped_to_the_language_model(tiny_llava: Path) -> 
         "up_proj",
         "down_proj",
     }
+
+
+def test_vision_features_stop_at_the_selected_layer(tiny_llava: Path) -> None:
+    """Layer -2 of a 2-block tower needs 1 block: the same features as the whole tower's
+    hidden_states[-2] (CLS dropped), the last block never runs, and the tower stays whole."""
+    cap = ChangeCaptioner.load(tiny_llava)
+    model: CompressedCaptioner = cap.model
+    pixels = cap.pixel_values([FrameInput(scene((0.3, 0.6)), 0.0), FrameInput(scene(None), 1.0)])
+    blocks = model.vision_tower.encoder.layers
+    calls: list[int] = []
+    hook = blocks[-1].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            feats = model.vision_features(pixels)
+            assert calls == []
+            whole = model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2][:, 1:]
+            assert calls == [1]
+    finally:
+        hook.remove()
+    assert model.vision_tower.encoder.layers is blocks and len(blocks) == 2
+    assert feats.shape == whole.shape == (2, 16, model.config.vision_config.hidden_size)
+    torch.testing.assert_close(feats, whole, rtol=0, atol=0)
