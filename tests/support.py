@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +27,12 @@ T0 = 1_795_000_000.0  # a fixed wall clock (2026-11-18) for hand-made events
 
 # Never let a test reach the network for model weights.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def default_sigint() -> None:
+    """Popen preexec_fn: a child of a shell's background job inherits SIGINT ignored, and Python then
+    never raises KeyboardInterrupt (e.g. `.ci/run` started with `&`); Ctrl-C tests need it back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def monitor_env(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import REPO, assert_no_traceback, error_lines, monitor_env
+from support import REPO, assert_no_traceback, default_sigint, error_lines, monitor_env
 
 from finetune.adapters import COMPRESSOR_FILE
 from finetune.synthetic import SYNTHETIC_WORDS, write_synthetic
@@ -101,6 +101,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tiny, tmp_path: Path) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     log = out / LOG_FILE
     deadline = time.monotonic() + 120
