@@ -6,9 +6,10 @@ fine for a tiny model with nothing pretrained) on synthetic pairs; on held-out p
 seed it must reach CIDEr-D >= 1.0 and direction accuracy >= 95 % on the pairs with one change
 (>= 90 % over every pair, judged by its first change; issue 6 asks 95 %). Most misses are pairs
 where one object arrives while another leaves or moves, which the model describes as one object
-moving: telling two objects from one at 32 px is where this tiny model fails. It is not the
+moving: telling two objects from one is where this tiny model fails. It is not the
 pooling of both places into the 2 delta tokens: separate delta tokens per place (4 per pair)
-scored 0.88, more two-change training pairs 0.88, 20 epochs 0.91 (see the README).
+scored 0.88, more two-change training pairs 0.88, 4 px patches 0.88, 20 epochs 0.91 (see the
+README).
 The controls must show the captions come from the pixels and their order:
 - images shuffled across pairs: CIDEr-D at least 3x lower;
 - before/after swapped: the direction flips (appeared <-> disappeared) and CIDEr-D drops. A 3x
