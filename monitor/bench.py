@@ -15,7 +15,6 @@ Sampling is the same presentation-time grid in all three (`monitor.sources._Samp
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -29,6 +28,7 @@ import av
 import cv2
 import numpy as np
 
+from monitor.bench_output import report
 from monitor.config import CameraConfig, GateConfig
 from monitor.gate import ChangeGate
 from monitor.records import Frame
@@ -288,11 +288,5 @@ def bench_gate(args) -> int:
         "results": [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(r).items()} for r in runs],
         "goal": goal,
     }
-    text = json.dumps(doc, indent=2, ensure_ascii=False)
-    print(format_table(runs, sample_fps))
-    print(goal_line(goal))
-    print(text)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
+    report(args, doc, lambda: print(format_table(runs, sample_fps) + "\n" + goal_line(goal)))
     return 0

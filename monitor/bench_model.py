@@ -17,15 +17,15 @@ CPU has no allocator statistics), and the speed-up against `two_image` at the sa
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from monitor.bench_output import report
 
 VARIANTS = ("two_image", "pair", "compressed", "compressed_cached")
 # TinyLLaVA-1.5B (bczhou/tiny-llava-v1-hf): TinyLlama-1.1B-Chat + CLIP ViT-L/14-336, per the model notes
@@ -283,9 +283,5 @@ def bench_model(args: Any) -> int:
         "delta_tokens_per_pair": bench.compressed.model.config.delta_tokens,
         "results": [asdict(r) for r in rows],
     }
-    text = json.dumps(doc, indent=2)
-    print(format_table(rows))
-    print(text)
-    if args.json is not None:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    report(args, doc, lambda: print(format_table(rows)))
     return 0

@@ -5,7 +5,6 @@ Debian package `redis-server`) on a free loopback port, without persistence."""
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from monitor.bench_output import report
 from monitor.config import RedisConfig
 from monitor.errors import MonitorError
 from monitor.records import ChangeEvent, RegionOut, ScoresOut, iso_utc
@@ -176,12 +176,7 @@ def bench_redis(args: argparse.Namespace) -> int:
         finally:
             server.stop()
     cols = [("mode", 20), ("writes", 34), ("events", 7), ("seconds", 8), ("events_per_s", 12)]
-    print("  ".join(f"{name:<{w}}" for name, w in cols))
-    print("  ".join("-" * w for _, w in cols))
-    for row in rows:
-        print("  ".join(f"{str(row[name]):<{w}}" for name, w in cols))
-    out = {"benchmark": "redis", "events": n, "repeat": repeat, "rows": rows}
-    print(json.dumps(out))
-    if getattr(args, "json", None):
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    lines = ["  ".join(f"{name:<{w}}" for name, w in cols), "  ".join("-" * w for _, w in cols)]
+    lines += ["  ".join(f"{str(row[name]):<{w}}" for name, w in cols) for row in rows]
+    report(args, {"benchmark": "redis", "events": n, "repeat": repeat, "rows": rows}, lambda: print("\n".join(lines)))
     return 0

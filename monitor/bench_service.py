@@ -39,6 +39,7 @@ import redis
 import yaml
 
 from monitor.bench import footage_dir
+from monitor.bench_output import report
 from monitor.bench_redis import _Server as RedisProcess
 from monitor.config import GateConfig
 from monitor.errors import MonitorError
@@ -359,8 +360,5 @@ def bench_service(args: argparse.Namespace) -> int:
         loop_seconds=args.loop_seconds,
         reorder_window=args.reorder_window,
     )
-    print_table(res)
-    print(json.dumps(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    report(args, res, lambda: print_table(res))
     return 0

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from monitor.argtypes import positive_int
+from monitor.bench_output import add_json_option
 from monitor.errors import ConfigError, MonitorError, mask_secrets
 
 DEMO_SEED = 7
@@ -387,12 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--sample-fps", type=float, default=1.0)
     bg.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
     bg.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
-    bg.add_argument("--json", type=Path, help="also write the results here")
+    add_json_option(bg)
     bg.set_defaults(func=cmd_bench)
     br = bench.add_parser("redis", help="Redis delivery throughput against a throwaway redis-server")
     br.add_argument("--events", type=int, default=5000, help="events per measurement (default 5000)")
     br.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
-    br.add_argument("--json", type=Path, help="also write the results here")
+    add_json_option(br)
     br.set_defaults(func=cmd_bench)
     bs = bench.add_parser(
         "service",
@@ -408,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--video", type=Path, help="H.264 MP4 footage (default: the shared one-by-one clip)")
     bs.add_argument("--loop-seconds", type=float, help="loop only the first S seconds of the footage")
     bs.add_argument("--reorder-window", type=float, default=0.5, help="the daemon's log.reorder_window_s (default 0.5)")
-    bs.add_argument("--json", type=Path, help="also write the results here")
+    add_json_option(bs)
     bs.set_defaults(func=cmd_bench)
     bm = bench.add_parser(
         "model",
@@ -421,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--batch", type=positive_int, action="append", help="batch sizes (repeatable; default 1 and 8)")
     bm.add_argument("--new-tokens", type=positive_int, default=8, help="tokens generated per pair (default 8)")
     bm.add_argument("--repeat", type=positive_int, default=2, help="runs of each measurement; the best counts")
-    bm.add_argument("--json", type=Path, help="also write the results here")
+    add_json_option(bm)
     bm.set_defaults(func=cmd_bench_model)
     _add_plugin_commands(sub, bench)
     return p
