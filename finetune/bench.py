@@ -29,44 +29,9 @@ from monitor.errors import MonitorError
 METHODS = ("compressor", "lora", "qlora")
 
 
-def tinyllava_config(vocab_size: int, image_token_index: int):
-    """The shapes of bczhou/tiny-llava-v1-hf (model-notes.md), for random weights."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    )
-    text = LlamaConfig(
-        vocab_size=max(vocab_size, 32064),
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=image_token_index,
-        image_seq_length=576,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-
-
 def build_checkpoint(arch: str, root: Path, device: str) -> Path:
     from finetune.synthetic import SYNTHETIC_WORDS
-    from pipelines.tiny import save_tiny_llava
+    from pipelines.tiny import save_tiny_llava, tinyllava_15b_config
 
     tiny = save_tiny_llava(root / "tiny", words=SYNTHETIC_WORDS, image_size=32, hidden_size=64)
     if arch == "tiny":
@@ -75,7 +40,11 @@ def build_checkpoint(arch: str, root: Path, device: str) -> Path:
     from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    config = tinyllava_config(len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"))
+    config = tinyllava_15b_config(
+        vocab_size=len(tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     with torch.device(device):
         model = LlavaForConditionalGeneration(config).to(dtype)

@@ -28,18 +28,6 @@ import numpy as np
 from monitor.bench_output import report
 
 VARIANTS = ("two_image", "pair", "compressed", "compressed_cached")
-# TinyLLaVA-1.5B (bczhou/tiny-llava-v1-hf): TinyLlama-1.1B-Chat + CLIP ViT-L/14-336, per the model notes
-# (hidden 2048, 22 layers, 4 KV heads, vocab 32064; CLIP-L/14 at 336 px, layer -2, CLS dropped);
-# 32 heads and MLP 5632 are TinyLlama's own.
-TINYLLAVA_15B = {
-    "vision": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-               "image_size": 336, "patch_size": 14, "projection_dim": 768, "hidden_act": "quick_gelu"},
-    "text": {"vocab_size": 32064, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
-             "num_attention_heads": 32, "num_key_value_heads": 4, "max_position_embeddings": 2048,
-             "rms_norm_eps": 1e-5, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 32001,
-             "tie_word_embeddings": False},
-    "image_token_index": 32000,
-}  # fmt: skip
 
 
 @dataclass
@@ -58,22 +46,9 @@ class Measurement:
 
 
 def build_config(arch: str):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from pipelines.tiny import tiny_llava_config, tiny_tokenizer, tinyllava_15b_config
 
-    from pipelines.tiny import tiny_llava_config, tiny_tokenizer
-
-    if arch == "tiny":
-        return tiny_llava_config(len(tiny_tokenizer()))
-    spec = TINYLLAVA_15B
-    return LlavaConfig(
-        vision_config=CLIPVisionConfig(**spec["vision"]),
-        text_config=LlamaConfig(**spec["text"]),
-        image_token_index=spec["image_token_index"],
-        image_seq_length=(spec["vision"]["image_size"] // spec["vision"]["patch_size"]) ** 2,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-    )
+    return tiny_llava_config(len(tiny_tokenizer())) if arch == "tiny" else tinyllava_15b_config()
 
 
 class Bench:

@@ -110,6 +110,48 @@ def tiny_llava_config(
     )
 
 
+def tinyllava_15b_config(
+    *, vocab_size: int = 32064, image_token_index: int = 32000, pad_token_id: int = 32001
+) -> LlavaConfig:
+    """The shapes of TinyLLaVA-1.5B (bczhou/tiny-llava-v1-hf, model-notes.md), for random weights in
+    the benchmarks: TinyLlama-1.1B-Chat (hidden 2048, 22 layers, 32 heads, 4 KV heads, MLP 5632, vocab
+    32064) + CLIP ViT-L/14 at 336 px (layer -2, CLS dropped: 576 tokens). A word-level test tokenizer
+    passes its own placeholder and pad ids (its vocabulary fits in 32064)."""
+    vision = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+        hidden_act="quick_gelu",
+    )
+    text = LlamaConfig(
+        vocab_size=max(vocab_size, 32064),
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token_index,
+        image_seq_length=(336 // 14) ** 2,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+
+
 def save_tiny_llava(
     path: str | Path,
     *,
