@@ -108,19 +108,25 @@ def count_parameters(module: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def save_output(trained: torch.nn.Module, model: CompressedCaptioner, out: Path, captioner=None) -> list[Path]:
+def save_model_folder(model: torch.nn.Module, captioner, out: Path) -> list[Path]:
+    """A whole checkpoint that ChangeCaptioner.load reads: `model` (config + safetensors) with the
+    captioner's tokenizer and image processor. Returns the weight files written."""
+    model.save_pretrained(out)
+    captioner.tokenizer.save_pretrained(out)
+    captioner.image_processor.save_pretrained(out)
+    return [out / "config.json", out / "model.safetensors"]
+
+
+def save_output(trained: torch.nn.Module, captioner, out: Path) -> list[Path]:
     """Write the stage's result into `out`: the peft adapter + compressor weights, or (stage
     `full`) a whole checkpoint that ChangeCaptioner.load reads. Returns the files written."""
+    model: CompressedCaptioner = captioner.model
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(trained, PeftModel):
         trained.save_pretrained(out)
         written = [out / "adapter_config.json", out / "adapter_model.safetensors"]
     else:
-        model.save_pretrained(out)
-        if captioner is not None:
-            captioner.tokenizer.save_pretrained(out)
-            captioner.image_processor.save_pretrained(out)
-        written = [out / "config.json", out / "model.safetensors"]
+        written = save_model_folder(model, captioner, out)
     compressor = _module(trained, "compressor")
     save_file(
         {k: v.detach().float().cpu().contiguous() for k, v in compressor.state_dict().items()}, out / COMPRESSOR_FILE

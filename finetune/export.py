@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from finetune.adapters import COMPRESSOR_FILE, COMPRESSOR_SETTINGS
+from finetune.adapters import COMPRESSOR_FILE, COMPRESSOR_SETTINGS, save_model_folder
 from finetune.evaluate import load_captioner
 from monitor.errors import MonitorError
 
@@ -60,10 +60,7 @@ def export_adapter(adapter: Path, out: Path, *, model: Path | None = None, merge
             raise MonitorError(
                 f"{adapter}: cannot merge into {base} ({type(exc).__name__}: {str(exc).splitlines()[0]})"
             ) from None
-        merged.save_pretrained(out)
-        captioner.tokenizer.save_pretrained(out)
-        captioner.image_processor.save_pretrained(out)
-        written = [out / "config.json", out / "model.safetensors"]
+        written = save_model_folder(merged, captioner, out)
     else:
         written = []
         for name in (*ADAPTER_FILES, COMPRESSOR_FILE, COMPRESSOR_SETTINGS):

@@ -285,7 +285,7 @@ class Trainer:
         log.close()
         self.checkpoint()
         self.trained.eval()
-        files = save_output(self.trained, self.captioner.model, s.out, self.captioner)
+        files = save_output(self.trained, self.captioner, s.out)
         files.append(plot_losses(s.out / LOG_FILE, s.out / CURVE_FILE))
         seconds = time.perf_counter() - started
         return TrainSummary(
