@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -256,24 +257,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 PULL_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
 
 
-def cmd_bench_model(args: argparse.Namespace) -> int:
-    from monitor.bench_model import bench_model
-
-    return bench_model(args)
+# `monitor bench WHAT`: (module, function), imported only when run (torch, GStreamer helpers)
+BENCHES = {
+    "gate": ("monitor.bench", "bench_gate"),
+    "redis": ("monitor.bench_redis", "bench_redis"),
+    "service": ("monitor.bench_service", "bench_service"),
+    "model": ("monitor.bench_model", "bench_model"),
+}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "redis":
-        from monitor.bench_redis import bench_redis
-
-        return bench_redis(args)
-    if args.what == "service":
-        from monitor.bench_service import bench_service
-
-        return bench_service(args)
-    from monitor.bench import bench_gate
-
-    return bench_gate(args)
+    module, function = BENCHES[args.what]
+    return getattr(importlib.import_module(module), function)(args)
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -423,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--new-tokens", type=positive_int, default=8, help="tokens generated per pair (default 8)")
     bm.add_argument("--repeat", type=positive_int, default=2, help="runs of each measurement; the best counts")
     add_json_option(bm)
-    bm.set_defaults(func=cmd_bench_model)
+    bm.set_defaults(func=cmd_bench)
     _add_plugin_commands(sub, bench)
     return p
 
