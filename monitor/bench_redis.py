@@ -43,15 +43,20 @@ def synthetic_event(camera: str, seq: int) -> ChangeEvent:
     )
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class _Server:
     def __init__(self, workdir: Path):
         binary = shutil.which("redis-server")
         if not binary:
             raise MonitorError("bench redis: redis-server is not installed (apt-get install redis-server)")
         self.binary, self.workdir = binary, workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,12 +34,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 import yaml
 
 from monitor.bench import footage_dir
 from monitor.bench_output import report
 from monitor.bench_redis import _Server as RedisProcess
+from monitor.bench_redis import free_port
 from monitor.config import GateConfig
 from monitor.errors import MonitorError
 from monitor.rtsp_test_server import RtspServer
@@ -49,12 +50,6 @@ DEFAULT_VIDEO = "one-by-one-person-detection.mp4"  # H.264 768x432, 10 fps, 1 s 
 GOAL_CAMERAS, GOAL_EXTRA_S, GOAL_RSS_MB = 16, 1.0, 300.0
 RSS_WINDOW_S = 30.0  # RSS at the start and at the end of the measurement: the median over this long
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,13 +76,7 @@ def unix(iso: str) -> float:
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+    return float(np.percentile(values, q)) if values else None
 
 
 class _LogTail(threading.Thread):
@@ -182,11 +171,11 @@ def run_service_bench(
     settle = GateConfig().settle_s
     with tempfile.TemporaryDirectory(prefix="monitor-bench-service-") as tmp:
         work = Path(tmp)
-        server = RtspServer(video, _free_port(), [f"/cam{i:02d}" for i in range(cameras)], True, loop_seconds)
+        server = RtspServer(video, free_port(), [f"/cam{i:02d}" for i in range(cameras)], True, loop_seconds)
         rds = RedisProcess(work)
         server.start()
         rds.start()
-        cfg, http_port = work / "service.yaml", _free_port()
+        cfg, http_port = work / "service.yaml", free_port()
         _write_config(cfg, server.urls, work, rds.url, http_port, reorder_window)
         log_tail = _LogTail(work / "logs" / "changes.jsonl")
         redis_tail = _RedisTail(rds.port, "bench")

@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from monitor.bench_redis import free_port
 
 
 class RedisServer:
@@ -27,7 +22,7 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.password = password
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
     @property

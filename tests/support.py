@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from monitor.bench_redis import free_port  # noqa: F401 - the tests take it from here
 from monitor.config import load_settings
 from monitor.daemon import Monitor
 from monitor.records import ChangeEvent, iso_utc
@@ -66,13 +66,6 @@ def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
     both = proc.stdout + proc.stderr
     assert "Traceback" not in both, both
     assert "internal error" not in both, both
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def need_video(name: str) -> Path:
