@@ -268,20 +268,13 @@ def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     alert_errors = _alert_rule_errors(rules, cameras, plain)
     if not isinstance(cameras, list | tuple):
         return alert_errors
-    errors: list[dict[str, Any]] = []
-    first_index: dict[str, int] = {}
     base = plain(data.get("gate"))
     base = base if isinstance(base, dict) else {}
-    for i, cam in enumerate(map(plain, cameras)):
+    cams = list(map(plain, cameras))
+    errors = _duplicate_errors(cams, "cameras", "id", "camera id", "duplicate_id")
+    for i, cam in enumerate(cams):
         if not isinstance(cam, dict):
             continue
-        cam_id = cam.get("id")
-        if isinstance(cam_id, str):
-            if cam_id in first_index:
-                msg = f"camera id {cam_id!r} is used twice (also cameras.{first_index[cam_id]}.id)"
-                errors.append(_custom_error(("cameras", i, "id"), "duplicate_id", msg, cam_id))
-            else:
-                first_index[cam_id] = i
         override = cam.get("gate")
         if not isinstance(override, dict) or not override:
             continue
@@ -294,6 +287,22 @@ def _cross_field_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
                     continue  # a bad global gate value: reported under gate.*
                 errors.append({**err, "loc": ("cameras", i, "gate", *loc)})
     return errors + alert_errors
+
+
+def _duplicate_errors(items: list[Any], section: str, key: str, what: str, kind: str) -> list[dict[str, Any]]:
+    """An error at `section.i.key` for each item whose string `key` an earlier item already has."""
+    errors: list[dict[str, Any]] = []
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        value = item.get(key) if isinstance(item, dict) else None
+        if not isinstance(value, str):
+            continue
+        if value in first:
+            msg = f"{what} {value!r} is used twice (also {section}.{first[value]}.{key})"
+            errors.append(_custom_error((section, i, key), kind, msg, value))
+        else:
+            first[value] = i
+    return errors
 
 
 def _custom_error(loc: tuple, kind: str, msg: str, value: Any) -> dict[str, Any]:
@@ -311,19 +320,11 @@ def _alert_rule_errors(rules: list[Any], cameras: Any, plain: Any) -> list[dict[
             names = [z.get("name") for z in map(plain, zones) if isinstance(z, dict)]  # may be unhashable
             zones_of.setdefault(cam["id"], set()).update(n for n in names if isinstance(n, str))
 
-    errors: list[dict[str, Any]] = []
-    first_name: dict[str, int] = {}
+    errors = _duplicate_errors(rules, "alerts", "name", "alert rule name", "duplicate_rule")
     known = ", ".join(zones_of) or "none"
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):
             continue
-        name = rule.get("name")
-        if isinstance(name, str):
-            if name in first_name:
-                msg = f"alert rule name {name!r} is used twice (also alerts.{first_name[name]}.name)"
-                errors.append(_custom_error(("alerts", i, "name"), "duplicate_rule", msg, name))
-            else:
-                first_name.setdefault(name, i)
         rule_cams = rule.get("cameras") if isinstance(rule.get("cameras"), list | tuple) else []
         scope: list[str] = []
         for j, cam_id in enumerate(rule_cams):
