@@ -5,18 +5,14 @@ Debian package `redis-server`) on a free loopback port, without persistence."""
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 from monitor.bench_output import report
 from monitor.config import RedisConfig
 from monitor.errors import MonitorError
+from monitor.local_redis import LocalRedisServer
 from monitor.records import ChangeEvent, RegionOut, ScoresOut, iso_utc
 from monitor.redis_sink import RedisSink
 from monitor.spool import Spool
@@ -41,50 +37,6 @@ def synthetic_event(camera: str, seq: int) -> ChangeEvent:
         describer="embedded",
         latency_ms=3.5,
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, workdir: Path):
-        binary = shutil.which("redis-server")
-        if not binary:
-            raise MonitorError("bench redis: redis-server is not installed (apt-get install redis-server)")
-        self.binary, self.workdir = binary, workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-                "--save", "", "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise MonitorError("bench redis: redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-
-    def flush(self) -> None:
-        redis.Redis(port=self.port).flushall()
 
 
 def _cfg(url: str) -> RedisConfig:
@@ -115,9 +67,9 @@ def _run_spooled(url: str, n: int, spool_dir: Path, per_call: int) -> float:
     return elapsed
 
 
-def _run_replay(server: _Server, n: int, spool_dir: Path) -> tuple[float, float]:
+def _run_replay(server: LocalRedisServer, n: int, spool_dir: Path) -> tuple[float, float]:
     """Spool n events while Redis is down, start it, time the drain (from the first success)."""
-    server.stop()
+    server.kill()  # an outage: events go to the spool
     sink = RedisSink(_cfg(server.url), Spool(spool_dir, 10**9))
     sink.start()
     t0 = time.perf_counter()
@@ -141,7 +93,7 @@ def bench_redis(args: argparse.Namespace) -> int:
     repeat = max(1, int(getattr(args, "repeat", 3) or 3))
     rows = []
     with tempfile.TemporaryDirectory(prefix="monitor-bench-redis-") as tmp:
-        server = _Server(Path(tmp))
+        server = LocalRedisServer(Path(tmp))
         server.start()
         try:
             cases = [

@@ -40,10 +40,9 @@ import yaml
 
 from monitor.bench import footage_dir
 from monitor.bench_output import report
-from monitor.bench_redis import _Server as RedisProcess
-from monitor.bench_redis import free_port
 from monitor.config import GateConfig
 from monitor.errors import MonitorError
+from monitor.local_redis import LocalRedisServer, free_port
 from monitor.rtsp_test_server import RtspServer
 
 DEFAULT_VIDEO = "one-by-one-person-detection.mp4"  # H.264 768x432, 10 fps, 1 s GOP
@@ -172,7 +171,7 @@ def run_service_bench(
     with tempfile.TemporaryDirectory(prefix="monitor-bench-service-") as tmp:
         work = Path(tmp)
         server = RtspServer(video, free_port(), [f"/cam{i:02d}" for i in range(cameras)], True, loop_seconds)
-        rds = RedisProcess(work)
+        rds = LocalRedisServer(work)
         server.start()
         rds.start()
         cfg, http_port = work / "service.yaml", free_port()
