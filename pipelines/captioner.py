@@ -296,6 +296,7 @@ class ChangeCaptioner:
             pad_token_id=self.pad_id,
             eos_token_id=self.tokenizer.eos_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
+            suppress_tokens=[self.placeholder_id],  # a frame placeholder is never an answer word
         )
 
     @torch.inference_mode()

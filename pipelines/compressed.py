@@ -265,6 +265,17 @@ class CompressedCaptioner(PreTrainedModel, GenerationMixin):
                 out.append(self.compressor.delta_tokens(x[-2], x[-1]))  # (n_delta, D)
         return torch.cat(out)
 
+    _FRAME_INPUTS = ("pixel_values", "frame_features", "frame_index", "query_mask")
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        """The frames go in with the prompt only (like LLaVA's pixel_values): decoding steps with a
+        cache get none, so a generated placeholder token is an ordinary token there."""
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            for key in self._FRAME_INPUTS:
+                inputs.pop(key, None)
+        return inputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,  # (B, L) with tokens_per_frame placeholders per frame
@@ -283,11 +294,13 @@ class CompressedCaptioner(PreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, L, D)
-            slots = input_ids == self.config.image_token_id  # (B, L); none after the prefill step
-            if slots.any():
+            slots = input_ids == self.config.image_token_id  # (B, L)
+            has_frames = frame_features is not None or pixel_values is not None
+            decoding = cache is not None and cache.get_seq_length() > 0
+            if slots.any() and (has_frames or not decoding):  # a generated placeholder is a plain token
+                if not has_frames:
+                    raise ValueError("frame placeholders in input_ids but no pixel_values or frame_features")
                 if frame_features is None:
-                    if pixel_values is None:
-                        raise ValueError("frame placeholders in input_ids but no pixel_values or frame_features")
                     frame_features = self.vision_features(pixel_values)
                 visual = self.visual_tokens(inputs_embeds, query_mask, frame_index, frame_features)  # (T, D)
                 if visual.shape[0] != int(slots.sum()):

@@ -61,6 +61,34 @@ def test_multi_turn_inference_asks_for_each_further_change(tiny_llava: Path) -> 
     assert [cap.caption([p], max_new_tokens=6, turns=t)[0] for p, t in zip(pairs, [1, 2, 3, 3])] == more
 
 
+class _Favour:
+    """A logits processor that makes one token id the greedy choice at every step."""
+
+    def __init__(self, token_id: int):
+        self.token_id = token_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.clone()
+        scores[:, self.token_id] += 1e4
+        return scores
+
+
+def test_a_generated_frame_placeholder_is_an_ordinary_token(tiny_llava: Path) -> None:
+    """The model can emit the frame placeholder (an undertrained one did, in the adapter loop):
+    decoding steps get no frames, so it is a plain token there, and the captioner suppresses it."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    cap = ChangeCaptioner.load(tiny_llava)
+    pairs = varied_pairs()[:2]
+    batch = cap.collate(pairs, frame_cache=True)
+    favour = LogitsProcessorList([_Favour(cap.placeholder_id)])
+    unsuppressed = GenerationConfig(**cap.generation_config(4).to_dict() | {"suppress_tokens": None})
+    out = cap.model.generate(**batch, generation_config=unsuppressed, logits_processor=favour)
+    assert (out[:, batch["input_ids"].shape[1] :] == cap.placeholder_id).all()  # generated, and no crash
+    out = cap.model.generate(**batch, generation_config=cap.generation_config(4), logits_processor=favour)
+    assert not (out[:, batch["input_ids"].shape[1] :] == cap.placeholder_id).any()  # the captioner's config
+
+
 def test_frame_cache_encodes_each_frame_once(tiny_llava: Path) -> None:
     cap = ChangeCaptioner.load(tiny_llava, cache_frames=3)
     encoded: list[int] = []
