@@ -10,6 +10,10 @@ Direction of a sentence (`caption_direction`), from documented cue words:
             departure, after LEFT_SPATIAL_BEFORE words ("the", "lower", "top", "on", ...) or before
             LEFT_SPATIAL_AFTER words ("side", "corner", "of", ...).
   A sentence with cues of both kinds, or none ("moved", "changed"), has no direction.
+Direction of a prediction against its references (`judge_direction`): each predicted sentence is
+judged against the reference sentence it describes (the most shared content words), so a
+correct "a van moved from the top to the centre" is not marked wrong because another reference
+sentence says a car appeared; a sentence that describes an undirected change is not judged.
 No-change: `is_no_change` recognises "no visible change" and the usual ways annotators say it
 ("no differences", "nothing changed", "i don't see any difference", "the images are the same").
 """
@@ -96,3 +100,46 @@ def references_direction(sentences: Sequence[str]) -> str | None:
     """The one direction all the directed references of a pair agree on, else None."""
     found = {d for d in map(caption_direction, sentences) if d is not None}
     return found.pop() if len(found) == 1 else None
+
+
+# words that align a predicted sentence with the reference sentence it describes: not the
+# direction cues ("left" stays: it is also a place), not the function words
+_FUNCTION_WORDS = frozenset("moved a an the in on at from to of is are was were and there".split())
+_NOT_CONTENT = (APPEAR_WORDS | LEAVE_WORDS | _FUNCTION_WORDS) - {"left"}
+
+
+def _content_overlap(a: str, b: str) -> float:
+    """Unigram F1 of the content words of two sentences."""
+    wa = [w for w in words(a) if w not in _NOT_CONTENT]
+    wb = [w for w in words(b) if w not in _NOT_CONTENT]
+    common = sum(min(wa.count(w), wb.count(w)) for w in set(wa))
+    return 2 * common / (len(wa) + len(wb)) if common else 0.0
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?;])\s+|\n+", text.strip()) if re.search(r"\w", s)]
+
+
+def judge_direction(prediction: str, references: Sequence[str]) -> tuple[str, str | None] | None:
+    """(the direction wanted, the direction said) for a prediction, or None when it is not judged.
+
+    Each predicted sentence is judged against the reference sentence it shares the most content
+    words with, when that one has a direction; with no shared word, against the one direction
+    all the references agree on (if they do). "No change" for a pair with a directed reference
+    is judged wrong. With several judged sentences the first wrong one is returned, else the
+    first."""
+    if all(is_no_change(r) for r in references):
+        return None
+    ref_dirs = [caption_direction(r) for r in references]
+    if is_no_change(prediction):
+        wanted = next((d for d in ref_dirs if d is not None), None)
+        return None if wanted is None else (wanted, None)
+    judged: list[tuple[str, str | None]] = []
+    for sentence in split_sentences(prediction):
+        overlaps = [_content_overlap(sentence, r) for r in references]
+        best = max(range(len(references)), key=overlaps.__getitem__)
+        wanted = ref_dirs[best] if overlaps[best] > 0 else references_direction(references)
+        if wanted is not None:
+            judged.append((wanted, caption_direction(sentence)))
+    wrong = [j for j in judged if j[0] != j[1]]
+    return (wrong or judged or [None])[0]

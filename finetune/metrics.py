@@ -10,8 +10,10 @@ and lets Java print to our stderr. Without Java (or with `java=False`, e.g. fast
 evaluation while training) METEOR is skipped and tokenisation is approximated in Python;
 `CaptionScores.notes` says so.
 
-Direction accuracy: over the pairs whose references, taken together, point one way only
-(`finetune.language`: documented cue words), the share of predictions with that same direction.
+Direction accuracy: over the pairs whose prediction makes a direction claim about a directed
+reference sentence (`finetune.language.judge_direction`: documented cue words; each predicted
+sentence is judged against the reference sentence it describes), the share that point the same
+way as it; "no change" for a changed pair counts as wrong.
 `no_change_accuracy` is the share of no-change pairs (every reference says no change, as
 `finetune.language.is_no_change` reads it) predicted as no change, `false_no_change` the share
 of change pairs predicted as no change.
@@ -38,6 +40,7 @@ from finetune.language import (  # noqa: F401 - re-exported: the caption words a
     NO_CHANGE_CAPTION,
     caption_direction,
     is_no_change,
+    judge_direction,
     references_direction,
     words,
 )
@@ -70,7 +73,7 @@ class CaptionScores:
     rouge_l: float
     cider_d: float
     direction_accuracy: float | None
-    direction_pairs: int  # pairs whose references point one way
+    direction_pairs: int  # pairs judged for direction (finetune.language.judge_direction)
     no_change_accuracy: float | None
     no_change_pairs: int  # pairs whose references all say "no change"
     false_no_change: float | None  # change pairs predicted as "no change"
@@ -235,11 +238,11 @@ def score_captions(
     dir_hits = 0
     per_pair = []
     for i, k in enumerate(ids):
-        want = references_direction(refs[k])
-        got = caption_direction(predictions[k])
+        judged = judge_direction(predictions[k], refs[k])
+        want, got = judged or (None, None)
         ref_nc = all(is_no_change(s) for s in refs[k])
         pred_nc = is_no_change(predictions[k])
-        if want is not None and not ref_nc:
+        if judged is not None:
             directed += 1
             dir_hits += got == want
         if ref_nc:

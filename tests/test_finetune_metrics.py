@@ -142,26 +142,39 @@ def test_no_change_recognition(sentence: str, no_change: bool) -> None:
 
 
 def test_direction_and_no_change_accuracy() -> None:
+    two = ["a van moved from the top to the centre", "a white car appeared at the bottom"]
     refs = {
         "a": ["a red car appeared in the lower left"],
         "b": ["a person disappeared from the centre", "the person is gone"],
         "c": ["no visible change"],
-        "d": ["a box moved from the left to the right"],  # no direction: not counted
-        "e": ["a van appeared at the top", "a bag disappeared from the bottom"],  # mixed: not counted
+        "d": ["a box moved from the left to the right"],  # no direction: not judged
+        "e": ["a van appeared at the top", "a bag disappeared from the bottom"],
         "f": ["there are no differences", "nothing changed"],
+        "g": two,
+        "h": two,
+        "i": two,
+        "j": ["a green bag appeared on the left"],
     }
     preds = {
         "a": "a red car appeared in the lower left",
         "b": "a person appeared in the centre",  # wrong direction
         "c": "No visible change.",
-        "d": "no visible change",  # a false "no change"
-        "e": "a van appeared at the top",
+        "d": "no visible change",  # a false "no change"; d has no direction to judge
+        "e": "a van appeared at the top",  # judged against the van's sentence: right
         "f": "a car left the top right",  # a missed "no change"
+        "g": "a van moved from the top to the centre",  # the van's move, rightly: not judged
+        "h": "a white car moved from the centre to the bottom",  # the car that appeared: wrong
+        "i": "a van moved from the top to the centre. a white car disappeared from the bottom",  # 2nd wrong
+        "j": "a green bag appeared on the left",  # "left" here is a place, not a departure
     }
+    per = {p["id"]: p["direction"] for p in score_captions(refs, preds, java=False).per_pair}
+    assert per["h"] == {"reference": "appeared", "predicted": None}
+    assert per["i"] == {"reference": "appeared", "predicted": "left"}
+    assert per["g"] == per["d"] == per["c"] == {"reference": None, "predicted": None}
     s = score_captions(refs, preds, java=False)
-    assert (s.direction_pairs, s.direction_accuracy) == (2, 0.5)
+    assert (s.direction_pairs, s.direction_accuracy) == (6, 0.5)  # a, b, e, h, i, j; right: a, e, j
     assert (s.no_change_pairs, s.no_change_accuracy) == (2, 0.5)
-    assert s.false_no_change == pytest.approx(1 / 4)
+    assert s.false_no_change == pytest.approx(1 / 8)
     exact = score_captions({"a": refs["a"]}, {"a": preds["a"]}, java=False)
     assert exact.bleu_4 == pytest.approx(1.0) and exact.rouge_l == pytest.approx(1.0)
     wrong = score_captions({"a": refs["a"]}, {"a": "nothing at all here"}, java=False)
