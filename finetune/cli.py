@@ -90,6 +90,12 @@ def add_prepare(steps: Any) -> None:
     p.add_argument(
         "--no-change-fraction", type=fraction, default=0.2, help="synthetic: share of no-change pairs (default 0.2)"
     )
+    p.add_argument(
+        "--two-change-fraction",
+        type=fraction,
+        default=0.3,
+        help="synthetic: share of change pairs with two changes, the others have one (default 0.3)",
+    )
     p.add_argument("--out", type=_existing_dir_or_new, required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--skip-bad", action="store_true", help="drop bad pairs and count them instead of failing")
     p.add_argument("--llava-json", action="store_true", help="also write OUT/llava.json (LLaVA conversations)")
@@ -129,7 +135,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         if args.image_size < 32:
             raise MonitorError(f"--image-size: at least 32 px for legible objects (got {args.image_size})")
         path = write_synthetic(
-            args.out, args.synthetic, seed=args.seed, size=args.image_size, no_change_fraction=args.no_change_fraction
+            args.out,
+            args.synthetic,
+            seed=args.seed,
+            size=args.image_size,
+            no_change_fraction=args.no_change_fraction,
+            two_change_fraction=args.two_change_fraction,
         )
         summary = f"{args.synthetic} pairs, {args.image_size}x{args.image_size} px, seed {args.seed}"
     print(f"wrote {path}: {summary}")

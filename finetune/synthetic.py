@@ -211,8 +211,11 @@ def _new_object(rng: np.random.Generator, cell: int) -> _Object:
     )
 
 
-def synthetic_pair(index: int, *, seed: int = 0, size: int = 96, no_change_fraction: float = 0.2) -> SyntheticPair:
-    """Pair `index` of the synthetic set `seed`: frames `size` x `size` RGB and exact captions."""
+def synthetic_pair(
+    index: int, *, seed: int = 0, size: int = 96, no_change_fraction: float = 0.2, two_change_fraction: float = 0.3
+) -> SyntheticPair:
+    """Pair `index` of the synthetic set `seed`: frames `size` x `size` RGB and exact captions.
+    `two_change_fraction`: the share of change pairs with two changes (the others have one)."""
     if size < 32:
         raise ValueError(f"image size {size} is too small for legible objects (at least 32 px)")
     rng = np.random.default_rng([seed, index])
@@ -223,9 +226,14 @@ def synthetic_pair(index: int, *, seed: int = 0, size: int = 96, no_change_fract
     before, after = list(static), list(static)
     changes: list[tuple[int, str, Region]] = []  # (place it is said at, sentence, region)
     if rng.random() >= no_change_fraction:
-        for _ in range(1 if rng.random() < 0.7 else 2):
+        seen: set[tuple[str, str, str]] = set()  # (change, kind, colour) said so far
+        for _ in range(1 if rng.random() < 1 - two_change_fraction else 2):
             change = _CHANGES[int(rng.choice(3, p=[0.4, 0.4, 0.2]))]
             obj = _new_object(rng, cells.pop())
+            opposite = {"appeared": "disappeared", "disappeared": "appeared"}.get(change)
+            while (opposite, obj.kind, obj.colour) in seen:  # that would be one object moving
+                obj = replace(obj, colour=list(COLOURS)[int(rng.integers(len(COLOURS)))])
+            seen.add((change, obj.kind, obj.colour))
             x, y, w, h = obj.box()
             if change == "appeared":
                 after.append(obj)
@@ -265,19 +273,31 @@ def synthetic_pair(index: int, *, seed: int = 0, size: int = 96, no_change_fract
 
 
 def synthetic_pairs(
-    n: int, *, seed: int = 0, size: int = 96, no_change_fraction: float = 0.2
+    n: int, *, seed: int = 0, size: int = 96, no_change_fraction: float = 0.2, two_change_fraction: float = 0.3
 ) -> Iterator[SyntheticPair]:
     for i in range(n):
-        yield synthetic_pair(i, seed=seed, size=size, no_change_fraction=no_change_fraction)
+        yield synthetic_pair(
+            i, seed=seed, size=size, no_change_fraction=no_change_fraction, two_change_fraction=two_change_fraction
+        )
 
 
-def write_synthetic(out_dir: Path, n: int, *, seed: int = 0, size: int = 96, no_change_fraction: float = 0.2) -> Path:
+def write_synthetic(
+    out_dir: Path,
+    n: int,
+    *,
+    seed: int = 0,
+    size: int = 96,
+    no_change_fraction: float = 0.2,
+    two_change_fraction: float = 0.3,
+) -> Path:
     """Write `n` pairs as PNGs under out_dir/images and their records to out_dir/pairs.jsonl."""
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
 
     def records() -> Iterator[PairRecord]:
-        for pair in synthetic_pairs(n, seed=seed, size=size, no_change_fraction=no_change_fraction):
+        for pair in synthetic_pairs(
+            n, seed=seed, size=size, no_change_fraction=no_change_fraction, two_change_fraction=two_change_fraction
+        ):
             paths = []
             for which, rgb in (("before", pair.before), ("after", pair.after)):
                 name = f"images/{pair.id}_{which}.png"

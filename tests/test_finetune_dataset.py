@@ -398,6 +398,19 @@ def test_synthetic_is_deterministic_and_covers_its_vocabulary() -> None:
         synthetic_pair(0, size=24)
 
 
+def test_synthetic_two_change_share_and_no_disguised_moves() -> None:
+    """`two_change_fraction` sets the share of two-change pairs; an arrival and a departure of the
+    same kind and colour (which would look like one object moving) are never drawn together."""
+    for fraction in (0.3, 0.7):
+        pairs = [p for p in synthetic_pairs(400, seed=2, size=32, two_change_fraction=fraction) if p.regions]
+        two = [p for p in pairs if len(p.regions) == 2]
+        assert abs(len(two) / len(pairs) - fraction) < 0.08, fraction
+        for p in two:
+            said = {(r.change, c.split(" appeared")[0].split(" disappeared")[0]) for r, c in zip(p.regions, p.captions)}
+            kinds = {what for change, what in said if change == "appeared"}
+            assert not kinds & {what for change, what in said if change == "disappeared"}, p.captions
+
+
 def test_prepare_synthetic_cli(tmp_path: Path, capsys) -> None:
     args = ["finetune", "prepare", "--synthetic", "12", "--image-size", "64", "--seed", "4", "--llava-json"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
