@@ -3,13 +3,13 @@
 A tiny LLaVA (CLIP vision tower + Llama LM, random init) goes through the compressed path
 (2 LM tokens per frame + 2 delta tokens per pair) and is trained end to end (`--stage full`:
 fine for a tiny model with nothing pretrained) on synthetic pairs; on held-out pairs of another
-seed it must reach CIDEr-D >= 1.0 and direction accuracy >= 95 % on the pairs with one change
-(>= 90 % over every pair, judged by its first change; issue 6 asks 95 %). Most misses are pairs
-where one object arrives while another leaves or moves, which the model describes as one object
-moving: telling two objects from one is where this tiny model fails. It is not the
-pooling of both places into the 2 delta tokens: separate delta tokens per place (4 per pair)
-scored 0.88, more two-change training pairs 0.88, 4 px patches 0.88, 20 epochs 0.91 (see the
-README).
+seed it must reach CIDEr-D >= 1.0 and direction accuracy >= 95 % (the metric `finetune eval`
+reports: each predicted sentence judged against the reference sentence it describes).
+Two choices make the direction reliable (README, "Learning from pixels"): 48 px frames in 16 px
+patches, so each of the synthetic scene's 3x3 places is one patch and the change map separates
+places (32 px in 8 px patches straddles them); and 70 % of the training pairs with two changes
+(the held-out pairs keep the generator's 30 %), because the hard case is an arrival at one place
+with a departure at another, which differs from one object moving only in which object is which.
 The controls must show the captions come from the pixels and their order:
 - images shuffled across pairs: CIDEr-D at least 3x lower;
 - before/after swapped: the direction flips (appeared <-> disappeared) and CIDEr-D drops. A 3x
@@ -17,8 +17,8 @@ The controls must show the captions come from the pixels and their order:
   sentence ("a red car disappeared from the lower left" for "... appeared in the lower left"),
   which shares colour, kind and place with the reference, and no-change pairs (a fifth) are
   unchanged by a swap; the test computes that bound (the exact flipped captions scored against
-  the references: 1.66x lower on the 300 held-out pairs) and requires the model's drop to be at
-  least half the perfect model's.
+  the references: about 1.7x lower) and requires the model's drop to be at least half the
+  perfect model's.
 Nothing but pixels separates the pairs: the synthetic times are dropped (every prompt reads the
 same), and regions are never given to the model.
 
@@ -44,19 +44,20 @@ from finetune.synthetic import PLACES, SYNTHETIC_WORDS, write_synthetic
 from finetune.train import TrainSettings, train
 from pipelines.tiny import save_tiny_llava
 
-SIZE = 32  # px; 8 px patches -> 16 patch tokens per frame
+SIZE, PATCH = 48, 16  # px: 3x3 patch tokens per frame, one per place of the synthetic scene
 TRAIN_PAIRS, HELD_OUT_PAIRS = 3000, 300
+TRAIN_TWO_CHANGE = 0.7  # share of two-change training pairs (held out: the generator's default)
 RECIPE = dict(stage="full", epochs=12, batch_size=32, lr=2e-3, warmup=0.05, eval_fraction=0.0, seed=0)
 
 
 def learnable_tiny_llava(path: Path) -> Path:
     return save_tiny_llava(
-        path, words=SYNTHETIC_WORDS, image_size=SIZE, patch_size=8, hidden_size=64, layers=2, fan_in_init=True
+        path, words=SYNTHETIC_WORDS, image_size=SIZE, patch_size=PATCH, hidden_size=64, layers=2, fan_in_init=True
     )
 
 
-def synthetic_without_times(folder: Path, n: int, seed: int) -> Path:
-    path = write_synthetic(folder, n, seed=seed, size=SIZE)
+def synthetic_without_times(folder: Path, n: int, seed: int, **kwargs) -> Path:
+    path = write_synthetic(folder, n, seed=seed, size=SIZE, **kwargs)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for rec in records:
         rec.pop("t_before"), rec.pop("t_after")
@@ -80,7 +81,7 @@ def flipped(sentence: str) -> str:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("learn")
     checkpoint = learnable_tiny_llava(root / "checkpoint")
-    data = synthetic_without_times(root / "train", TRAIN_PAIRS, seed=0)
+    data = synthetic_without_times(root / "train", TRAIN_PAIRS, seed=0, two_change_fraction=TRAIN_TWO_CHANGE)
     held_out = synthetic_without_times(root / "held-out", HELD_OUT_PAIRS, seed=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a fixed thread count: the same float sums, so the same model run to run
@@ -100,33 +101,26 @@ def test_learns_change_captions_from_pixels(trained) -> None:
                ("normal", "swapped", "shuffled")}  # fmt: skip
     normal, swapped, shuffled = (results[a].scores for a in ("normal", "swapped", "shuffled"))
     refs = results["normal"].references
-    # the captioner answers one change per answer (multi-turn format): its direction is that of the
-    # first reference sentence (the metric's pair-level number, over every sentence, is printed too)
-    first = {k: v[:1] for k, v in refs.items()}
-    direction = score_captions(first, results["normal"].predictions, java=False)
     single = [k for k, v in refs.items() if len(v) == 1]
     one_change = score_captions(
         {k: refs[k] for k in single}, {k: results["normal"].predictions[k] for k in single}, java=False
     )
-    direction_swapped = score_captions(first, results["swapped"].predictions, java=False)
     perfect = score_captions(refs, {k: " ".join(v) for k, v in refs.items()}, java=False).cider_d
     perfect_swapped = score_captions(refs, {k: " ".join(map(flipped, v)) for k, v in refs.items()}, java=False)
     for name, s in (("normal", normal), ("swapped", swapped), ("shuffled", shuffled)):
         print(
             f"learn {name:>8}: CIDEr-D {s.cider_d:.3f} BLEU-4 {s.bleu_4:.3f} ROUGE-L {s.rouge_l:.3f} "
-            f"direction {s.direction_accuracy:.3f} (pair level, {s.direction_pairs} pairs) "
-            f"no-change {s.no_change_accuracy:.3f}"
+            f"direction {s.direction_accuracy:.3f} ({s.direction_pairs} pairs) no-change {s.no_change_accuracy:.3f}"
         )
     print(
-        f"learn: first-change direction {direction.direction_accuracy:.3f} ({direction.direction_pairs} pairs), "
-        f"one-change pairs {one_change.direction_accuracy:.3f} ({one_change.direction_pairs} pairs), "
-        f"swapped {direction_swapped.direction_accuracy:.3f}; perfect captions CIDEr-D {perfect:.3f}, "
-        f"perfect on swapped pairs {perfect_swapped.cider_d:.3f}"
+        f"learn: one-change pairs direction {one_change.direction_accuracy:.3f} ({one_change.direction_pairs} pairs); "
+        f"exact captions CIDEr-D {perfect:.3f}, exact flipped captions on swapped pairs {perfect_swapped.cider_d:.3f}"
     )
     assert normal.cider_d >= 1.0
+    assert normal.direction_accuracy >= 0.95 and normal.direction_pairs >= 150
     assert one_change.direction_accuracy >= 0.95
-    assert direction.direction_accuracy >= 0.90  # two-change pairs included (issue 6 asks 0.95)
-    assert direction_swapped.direction_accuracy <= 0.05  # swapped: the model says the opposite
+    assert normal.no_change_accuracy >= 0.9
+    assert swapped.direction_accuracy <= 0.05  # swapped: the model says the opposite
     assert normal.cider_d >= 3 * shuffled.cider_d
     drop, perfect_drop = normal.cider_d - swapped.cider_d, perfect - perfect_swapped.cider_d
     assert drop >= 0.5 * perfect_drop * normal.cider_d / perfect

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from test_finetune_learn import learnable_tiny_llava
+from test_finetune_learn import SIZE, learnable_tiny_llava
 
 from finetune.dataset import load_dataset
 from finetune.metrics import score_captions
@@ -36,7 +36,7 @@ def _candidates(dataset_path: Path) -> tuple[list[ChangeCandidate], dict[str, li
 
 def test_train_export_reload_in_the_describer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = learnable_tiny_llava(tmp_path / "checkpoint")  # 1/sqrt(fan_in) LM init: LoRA moves it fast
-    dataset = write_synthetic(tmp_path / "data", 32, seed=11, size=32)
+    dataset = write_synthetic(tmp_path / "data", 32, seed=11, size=SIZE)
     out, exported, merged = tmp_path / "run", tmp_path / "exported", tmp_path / "merged"
     train = ["finetune", "train", "--model", checkpoint, "--dataset", dataset, "--out", out, "--stage", "lora"]
     train += ["--max-steps", 30, "--batch-size", 8, "--lr", 1e-2, "--eval-fraction", 0, "--no-progress"]
