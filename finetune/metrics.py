@@ -109,7 +109,7 @@ class CaptionScores:
             value = getattr(self, key)
             text = "-" if value is None else f"{value:.4f}"
             if key == "direction_accuracy":
-                text += f"  ({self.direction_pairs} directed pairs)"
+                text += f"  ({self.direction_pairs} pairs judged)"
             elif key == "no_change_accuracy":
                 text += f"  ({self.no_change_pairs} no-change pairs)"
             rows.append(f"{label:<16} {text}")
