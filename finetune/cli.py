@@ -211,19 +211,25 @@ def cmd_score(args: argparse.Namespace) -> int:
     refs = load_coco_references(args.refs)
     preds = load_coco_predictions(args.preds, refs)
     scores = score_captions(refs, preds, java=False if args.no_java else None)
-    for note in scores.notes:
-        print(f"monitor: warning: {note}", file=sys.stderr)
     unscored = len(refs) - len(preds)
     if unscored:
         print(f"monitor: warning: {unscored} reference pairs have no prediction and are not scored", file=sys.stderr)
-    if args.json:
-        print(json.dumps(scores.as_dict(), indent=1))
-    else:
-        print(scores.table())
-    if args.report is not None:
-        from finetune.report import write_report
-
-        title = f"{args.preds.name} vs {args.refs.name}"
-        json_path, png_path = write_report(args.report, {args.preds.stem: scores}, title=title)
-        print(f"wrote {json_path} and {png_path}", file=sys.stderr if args.json else sys.stdout)
+    show_scores(args, {args.preds.stem: scores}, title=f"{args.preds.name} vs {args.refs.name}", single=True)
     return 0
+
+
+def show_scores(args: argparse.Namespace, systems: dict[str, Any], *, title: str, single: bool = False) -> None:
+    """`score`'s and `eval`'s output: the scores' notes as warnings, then a table (`single`: one
+    system's) or `--json`, and `--report DIR` (scores.json + scores.png)."""
+    from finetune.report import comparison_table, write_report
+
+    for note in sorted({n for s in systems.values() for n in s.notes}):
+        print(f"monitor: warning: {note}", file=sys.stderr)
+    first = next(iter(systems.values()))
+    if args.json:
+        print(json.dumps(first.as_dict() if single else {a: s.as_dict() for a, s in systems.items()}, indent=1))
+    else:
+        print(first.table() if single else comparison_table(systems))
+    if args.report is not None:
+        json_path, png_path = write_report(args.report, systems, title=title)
+        print(f"wrote {json_path} and {png_path}", file=sys.stderr if args.json else sys.stdout)

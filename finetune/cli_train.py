@@ -5,13 +5,12 @@ load only when a command runs."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from finetune.cli import _existing_dir_or_new, guarded
+from finetune.cli import _existing_dir_or_new, guarded, show_scores
 from monitor.argtypes import fraction, non_negative_int, positive_float, positive_int
 
 # bitsandbytes (imported by peft) warns on every start that its optional `kernels` package for
@@ -142,7 +141,6 @@ def add_eval(steps: Any) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from finetune.evaluate import evaluate
-    from finetune.report import comparison_table, write_report
 
     arrangements = ("normal", "swapped", "shuffled") if args.arrangement == "all" else (args.arrangement,)
     results = evaluate(
@@ -158,17 +156,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         max_new_tokens=args.max_new_tokens,
     )
-    systems = {a: r.scores for a, r in results.items()}
-    for note in {n for s in systems.values() for n in s.notes}:
-        print(f"monitor: warning: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({a: s.as_dict() for a, s in systems.items()}, indent=1))
-    else:
-        print(comparison_table(systems))
-    if args.report is not None:
-        title = f"{args.adapter or args.model} on {args.dataset}"
-        json_path, png_path = write_report(args.report, systems, title=title)
-        print(f"wrote {json_path} and {png_path}", file=sys.stderr if args.json else sys.stdout)
+    title = f"{args.adapter or args.model} on {args.dataset}"
+    show_scores(args, {a: r.scores for a, r in results.items()}, title=title)
     return 0
 
 
