@@ -9,19 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from vlm_fixtures import tiny_training_setup
 
 from finetune.adapters import LoraSettings
-from finetune.synthetic import SYNTHETIC_WORDS, write_synthetic
 from finetune.train import LOG_FILE, Trainer, TrainSettings
-from pipelines.tiny import save_tiny_llava
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("finetune-qlora")
-    checkpoint = save_tiny_llava(root / "checkpoint", words=SYNTHETIC_WORDS, image_size=32)
-    dataset = write_synthetic(root / "data", 16, seed=5, size=32)
-    return checkpoint, dataset
+    return tiny_training_setup(tmp_path_factory.mktemp("finetune-qlora"), 16, seed=5)
 
 
 def test_qlora_trains_and_the_adapter_reloads(tiny, tmp_path: Path) -> None:

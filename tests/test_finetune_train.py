@@ -16,20 +16,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from support import REPO, assert_no_traceback, default_sigint, error_lines, monitor_env
+from vlm_fixtures import tiny_training_setup
 
 from finetune.adapters import COMPRESSOR_FILE
-from finetune.synthetic import SYNTHETIC_WORDS, write_synthetic
 from finetune.train import LOG_FILE, TrainSettings, train
 from monitor.cli import main
-from pipelines.tiny import save_tiny_llava
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("finetune-train")
-    checkpoint = save_tiny_llava(root / "checkpoint", words=SYNTHETIC_WORDS, image_size=32)
-    dataset = write_synthetic(root / "data", 40, seed=3, size=32)
-    return checkpoint, dataset
+    return tiny_training_setup(tmp_path_factory.mktemp("finetune-train"), 40, seed=3)
 
 
 def _settings(tiny: tuple[Path, Path], out: Path, **kw) -> TrainSettings:

@@ -17,6 +17,15 @@ from pipelines.records import FrameInput, PairInput
 from pipelines.tiny import save_tiny_llava
 
 
+def tiny_training_setup(root: Path, pairs: int, seed: int) -> tuple[Path, Path]:
+    """A tiny checkpoint whose vocabulary covers the synthetic captions, and `pairs` synthetic
+    pairs of `seed` at its 32 px: what the training tests train on."""
+    from finetune.synthetic import SYNTHETIC_WORDS, write_synthetic
+
+    checkpoint = save_tiny_llava(root / "checkpoint", words=SYNTHETIC_WORDS, image_size=32)
+    return checkpoint, write_synthetic(root / "data", pairs, seed=seed, size=32)
+
+
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava") / "checkpoint")
