@@ -427,6 +427,9 @@ def test_prepare_synthetic_cli(tmp_path: Path, capsys) -> None:
     assert tuple(first.captions) == pair.captions
     assert main(["finetune", "check", str(tmp_path / "a")]) == 0
     assert "12 pairs OK (24 images decoded)" in capsys.readouterr().out
+    mix = ["--synthetic", "20", "--image-size", "32", "--no-change-fraction", "0", "--two-change-fraction", "1"]
+    assert main(["finetune", "prepare", *mix, "--out", str(tmp_path / "two")]) == 0
+    assert [len(r.captions) for r in load_dataset(tmp_path / "two", check_images=False)] == [2] * 20
     # misuse: one line each
     for bad, message in [
         (["--synthetic", "3", "--images", "x"], "--images goes with --from-spotdiff"),
@@ -435,6 +438,10 @@ def test_prepare_synthetic_cli(tmp_path: Path, capsys) -> None:
         assert main(["finetune", "prepare", *bad, "--out", str(tmp_path / "c")]) == 1
         (line,) = _errors(capsys.readouterr().err)
         assert line.startswith(message)
+    with pytest.raises(SystemExit) as info:  # argparse's own usage error
+        main(["finetune", "prepare", "--synthetic", "3", "--two-change-fraction", "1.5", "--out", str(tmp_path / "c")])
+    assert info.value.code == 2
+    assert "--two-change-fraction: must be between 0 and 1 (got 1.5)" in capsys.readouterr().err
 
 
 def test_help_of_every_step(capsys) -> None:
