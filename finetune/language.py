@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from pipelines.prompt import caption_sentences
+
 NO_CHANGE_CAPTION = "no visible change"
 
 APPEAR_WORDS = frozenset(
@@ -116,10 +118,6 @@ def _content_overlap(a: str, b: str) -> float:
     return 2 * common / (len(wa) + len(wb)) if common else 0.0
 
 
-def split_sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?;])\s+|\n+", text.strip()) if re.search(r"\w", s)]
-
-
 def judge_direction(prediction: str, references: Sequence[str]) -> tuple[str, str | None] | None:
     """(the direction wanted, the direction said) for a prediction, or None when it is not judged.
 
@@ -135,7 +133,7 @@ def judge_direction(prediction: str, references: Sequence[str]) -> tuple[str, st
         wanted = next((d for d in ref_dirs if d is not None), None)
         return None if wanted is None else (wanted, None)
     judged: list[tuple[str, str | None]] = []
-    for sentence in split_sentences(prediction):
+    for sentence in caption_sentences(prediction):
         overlaps = [_content_overlap(sentence, r) for r in references]
         best = max(range(len(references)), key=overlaps.__getitem__)
         wanted = ref_dirs[best] if overlaps[best] > 0 else references_direction(references)
