@@ -9,16 +9,14 @@ a new step is one more pair of functions and one line in `add_commands`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from finetune.cli_common import existing_dir_or_new, guarded, show_scores
+from finetune.cli_train import add_bench, add_eval, add_export, add_train  # its own module: many options
 from monitor.argtypes import fraction, positive_int
 from monitor.errors import MonitorError
-
-MAX_PROBLEMS_SHOWN = 100
 
 
 def add_commands(sub: Any, bench: Any) -> None:
@@ -31,41 +29,10 @@ def add_commands(sub: Any, bench: Any) -> None:
     add_prepare(steps)
     add_check(steps)
     add_score(steps)
-    from finetune import cli_train  # train / eval / export / bench finetune (its own module: many options)
-
-    cli_train.add_train(steps)
-    cli_train.add_eval(steps)
-    cli_train.add_export(steps)
-    cli_train.add_bench(bench)
-
-
-def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """A dataset with several problems: one `monitor: error:` line per problem (the first
-    MAX_PROBLEMS_SHOWN), then the count; exit code 1. Other errors go to monitor.cli.main."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except MonitorError as exc:
-            problems = getattr(exc, "problems", ())
-            if len(problems) <= 1:
-                raise
-            for line in problems[:MAX_PROBLEMS_SHOWN]:
-                print(f"monitor: error: {line}", file=sys.stderr)
-            more = len(problems) - MAX_PROBLEMS_SHOWN
-            tail = f" ({more} not shown)" if more > 0 else ""
-            source = getattr(exc, "source", "the input")
-            print(f"monitor: error: {len(problems)} problems in {source}{tail}", file=sys.stderr)
-            return exc.exit_code
-
-    return run
-
-
-def _existing_dir_or_new(text: str) -> Path:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"not a folder: {text}")
-    return path
+    add_train(steps)
+    add_eval(steps)
+    add_export(steps)
+    add_bench(bench)
 
 
 # -- prepare ------------------------------------------------------------------------------------
@@ -96,7 +63,7 @@ def add_prepare(steps: Any) -> None:
         default=0.3,
         help="synthetic: share of change pairs with two changes, the others have one (default 0.3)",
     )
-    p.add_argument("--out", type=_existing_dir_or_new, required=True, metavar="DIR", help="dataset folder")
+    p.add_argument("--out", type=existing_dir_or_new, required=True, metavar="DIR", help="dataset folder")
     p.add_argument("--skip-bad", action="store_true", help="drop bad pairs and count them instead of failing")
     p.add_argument("--llava-json", action="store_true", help="also write OUT/llava.json (LLaVA conversations)")
     p.add_argument(
@@ -200,7 +167,7 @@ def add_score(steps: Any) -> None:
     s.add_argument("refs", type=Path, metavar="REFS", help='COCO references: {"annotations": [{image_id, caption}]}')
     s.add_argument("preds", type=Path, metavar="PREDS", help="COCO results: [{image_id, caption}], one per image")
     s.add_argument("--json", action="store_true", help="print the scores as JSON")
-    s.add_argument("--report", type=_existing_dir_or_new, metavar="DIR", help="write DIR/scores.json and scores.png")
+    s.add_argument("--report", type=existing_dir_or_new, metavar="DIR", help="write DIR/scores.json and scores.png")
     s.add_argument("--no-java", action="store_true", help="skip METEOR, approximate PTB tokenisation in Python")
     s.set_defaults(func=guarded(cmd_score))
 
@@ -216,20 +183,3 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"monitor: warning: {unscored} reference pairs have no prediction and are not scored", file=sys.stderr)
     show_scores(args, {args.preds.stem: scores}, title=f"{args.preds.name} vs {args.refs.name}", single=True)
     return 0
-
-
-def show_scores(args: argparse.Namespace, systems: dict[str, Any], *, title: str, single: bool = False) -> None:
-    """`score`'s and `eval`'s output: the scores' notes as warnings, then a table (`single`: one
-    system's) or `--json`, and `--report DIR` (scores.json + scores.png)."""
-    from finetune.report import comparison_table, write_report
-
-    for note in sorted({n for s in systems.values() for n in s.notes}):
-        print(f"monitor: warning: {note}", file=sys.stderr)
-    first = next(iter(systems.values()))
-    if args.json:
-        print(json.dumps(first.as_dict() if single else {a: s.as_dict() for a, s in systems.items()}, indent=1))
-    else:
-        print(first.table() if single else comparison_table(systems))
-    if args.report is not None:
-        json_path, png_path = write_report(args.report, systems, title=title)
-        print(f"wrote {json_path} and {png_path}", file=sys.stderr if args.json else sys.stdout)

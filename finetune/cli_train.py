@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from finetune.cli import _existing_dir_or_new, guarded, show_scores
+from finetune.cli_common import existing_dir_or_new, guarded, show_scores
 from monitor.argtypes import fraction, non_negative_int, positive_float, positive_int
 
 # bitsandbytes (imported by peft) warns on every start that its optional `kernels` package for
@@ -29,7 +29,7 @@ def add_train(steps: Any) -> None:
     )
     t.add_argument("--model", type=Path, required=True, metavar="DIR", help="LLaVA checkpoint (HF format)")
     t.add_argument("--dataset", type=Path, required=True, metavar="D", help="pairs.jsonl or its folder")
-    t.add_argument("--out", type=_existing_dir_or_new, required=True, metavar="DIR", help="output folder")
+    t.add_argument("--out", type=existing_dir_or_new, required=True, metavar="DIR", help="output folder")
     t.add_argument("--stage", choices=("compressor", "lora", "full"), default="lora", help="default lora")
     t.add_argument("--qlora", action="store_true", help="stage lora with the LM in 4-bit nf4 (bitsandbytes)")
     t.add_argument("--train-projector", action="store_true", help="the projector trains too")
@@ -135,7 +135,7 @@ def add_eval(steps: Any) -> None:
     e.add_argument("--no-java", action="store_true", help="skip METEOR, approximate PTB tokenisation in Python")
     e.add_argument("--skip-bad", action="store_true", help="drop bad dataset lines instead of failing")
     e.add_argument("--json", action="store_true", help="print the scores as JSON")
-    e.add_argument("--report", type=_existing_dir_or_new, metavar="DIR", help="write scores.json, scores.png")
+    e.add_argument("--report", type=existing_dir_or_new, metavar="DIR", help="write scores.json, scores.png")
     e.set_defaults(func=guarded(cmd_eval))
 
 
@@ -172,7 +172,7 @@ def add_export(steps: Any) -> None:
     x.add_argument("--adapter", type=Path, required=True, metavar="A", help="a finetune train output folder")
     x.add_argument("--model", type=Path, metavar="DIR", help="base checkpoint (default: the one the adapter names)")
     x.add_argument("--merge", action="store_true", help="write a merged full checkpoint")
-    x.add_argument("--out", type=_existing_dir_or_new, required=True, metavar="DIR", help="new folder")
+    x.add_argument("--out", type=existing_dir_or_new, required=True, metavar="DIR", help="new folder")
     x.set_defaults(func=guarded(cmd_export))
 
 

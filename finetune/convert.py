@@ -37,8 +37,9 @@ from finetune.dataset import (
     validation_problems,
     write_jsonl,
 )
-from finetune.language import NO_CHANGE_CAPTION, is_no_change
+from finetune.language import is_no_change
 from monitor.errors import MonitorError
+from pipelines.prompt import NO_CHANGE
 
 MIN_WORDS = 2
 _EDGE_JUNK = re.compile(r"^[^a-z0-9]+|[^a-z0-9]+$")
@@ -81,7 +82,7 @@ def _clean_pair(sentences: list[str], stats: ConvertStats) -> list[str]:
     stats.counts["no-change sentences"] += no_change
     if kept:
         return kept
-    return [NO_CHANGE_CAPTION] if no_change else []
+    return [NO_CHANGE] if no_change else []
 
 
 def parse_spotdiff(path: Path) -> tuple[dict[str, list[str]], ConvertStats]:
@@ -113,7 +114,7 @@ def parse_spotdiff(path: Path) -> tuple[dict[str, list[str]], ConvertStats]:
         if not cleaned:
             stats.counts["pairs without a usable sentence dropped"] += 1
             continue
-        stats.counts["no-change pairs"] += cleaned == [NO_CHANGE_CAPTION]
+        stats.counts["no-change pairs"] += cleaned == [NO_CHANGE]
         out[img_id] = cleaned
     stats.pairs = len(out)
     return out, stats
@@ -230,7 +231,7 @@ def from_captures(
             stats.counts["uncorrected skipped (use --include-uncorrected)"] += 1
             continue
         if captions and all(is_no_change(s) for s in captions):
-            captions = [NO_CHANGE_CAPTION]
+            captions = [NO_CHANGE]
             stats.counts["no-change pairs"] += 1
         if event.event_id in seen:
             problems[key] = [f"event id {event.event_id!r} captured twice"]

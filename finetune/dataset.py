@@ -30,14 +30,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from finetune.language import NO_CHANGE_CAPTION, is_no_change
+from finetune.language import is_no_change
 from monitor.errors import MonitorError
+from pipelines.prompt import NEXT_TURN, NO_CHANGE
 
 PAIRS_FILE = "pairs.jsonl"
 IMAGE_TOKEN = "<image>"
 # The questions of the exported conversations (the first one follows the two image tokens).
 QUESTION = "What changed between the first image and the second image?"
-NEXT_QUESTION = "What else changed?"
 
 
 class DatasetError(MonitorError):
@@ -98,7 +98,7 @@ class PairRecord(BaseModel):
     @model_validator(mode="after")
     def _no_change_alone(self) -> PairRecord:
         if len(self.captions) > 1 and any(is_no_change(s) for s in self.captions):
-            raise ValueError(f"{NO_CHANGE_CAPTION!r} must be the only caption of a pair")
+            raise ValueError(f"{NO_CHANGE!r} must be the only caption of a pair")
         return self
 
     @property
@@ -178,7 +178,7 @@ def validation_problems(exc: ValidationError) -> list[str]:
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
         msg = "missing" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
         if err["type"] == "too_short" and loc == "captions":
-            msg = 'empty (give at least one sentence, or ["no visible change"])'
+            msg = f'empty (give at least one sentence, or ["{NO_CHANGE}"])'
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         out.append(f"{loc}: {msg}" if loc else msg)
@@ -280,12 +280,12 @@ def join_sentences(sentences: Sequence[str]) -> str:
 
 def conversation(captions: Sequence[str], *, multi_turn: bool = True) -> list[dict[str, str]]:
     """LLaVA turns: the two images and QUESTION, then one change sentence per answer (multi-turn,
-    NEXT_QUESTION between them) or all of them joined in one answer."""
+    NEXT_TURN between them) or all of them joined in one answer."""
     answers = list(captions) if multi_turn else [join_sentences(captions)]
     turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{IMAGE_TOKEN}\n{QUESTION}"}]
     for i, answer in enumerate(answers):
         if i:
-            turns.append({"from": "human", "value": NEXT_QUESTION})
+            turns.append({"from": "human", "value": NEXT_TURN})
         turns.append({"from": "gpt", "value": answer})
     return turns
 

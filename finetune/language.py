@@ -25,8 +25,6 @@ from collections.abc import Sequence
 
 from pipelines.prompt import caption_sentences
 
-NO_CHANGE_CAPTION = "no visible change"
-
 APPEAR_WORDS = frozenset(
     "appear appears appeared appearing arrive arrives arrived arriving enter enters entered entering "
     "placed added dropped new emerged emerges joined join joins more".split()

@@ -37,7 +37,6 @@ from finetune.language import (  # noqa: F401 - re-exported: the caption words a
     APPEAR_WORDS,
     LEAVE_PHRASES,
     LEAVE_WORDS,
-    NO_CHANGE_CAPTION,
     caption_direction,
     is_no_change,
     judge_direction,

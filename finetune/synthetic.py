@@ -1,6 +1,6 @@
 """Synthetic before/after pairs with captions that are right by construction.
 
-A pair is the sample scene's parking-area background (monitor.sample_scene) with a few objects
+A pair is the sample scene's parking-area background (monitor.scene.drawing) with a few objects
 on a 3x3 grid of places; between `before` and `after` one or two of them appear, disappear or
 move ("a red car appeared in the lower left", "a person in blue moved from the left to the
 top right"), or nothing does ("no visible change") and only the nuisances differ: sensor
@@ -23,9 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from finetune.dataset import NEXT_QUESTION, PAIRS_FILE, QUESTION, PairRecord, Region, write_jsonl
-from finetune.language import NO_CHANGE_CAPTION
-from monitor.sample_scene import (
+from finetune.dataset import PAIRS_FILE, QUESTION, PairRecord, Region, write_jsonl
+from monitor.scene.drawing import (
     SHIFT,
     draw_background,
     draw_person,
@@ -34,6 +33,7 @@ from monitor.sample_scene import (
     gaussian_noise,
     rounded_rect,
 )
+from pipelines.prompt import NEXT_TURN, NO_CHANGE
 
 KINDS = ("car", "van", "person", "bicycle", "bag", "box")
 COLOURS: dict[str, tuple[int, int, int]] = {  # BGR, far apart in hue or luminance
@@ -86,7 +86,7 @@ def _tokens(text: str) -> list[str]:
 
 
 def _all_phrases() -> list[str]:
-    out = [NO_CHANGE_CAPTION, QUESTION, NEXT_QUESTION, "a, b and c"]  # join_sentences adds "," / "and"
+    out = [NO_CHANGE, QUESTION, NEXT_TURN, "a, b and c"]  # join_sentences adds "," / "and"
     for kind in KINDS:
         for colour in COLOURS:
             for cell in range(len(PLACES)):
@@ -265,7 +265,7 @@ def synthetic_pair(
         id=f"syn{seed}-{index:06d}",
         before=cv2.cvtColor(img_before, cv2.COLOR_BGR2RGB),
         after=cv2.cvtColor(img_after, cv2.COLOR_BGR2RGB),
-        captions=tuple(c[1] for c in changes) or (NO_CHANGE_CAPTION,),
+        captions=tuple(c[1] for c in changes) or (NO_CHANGE,),
         regions=tuple(c[2] for c in changes),
         t_before=t_before,
         t_after=round(t_before + float(rng.uniform(2, 60)), 1),

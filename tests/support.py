@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from monitor.bench.local_redis import free_port  # noqa: F401 - the tests take it from here
 from monitor.config import load_settings
-from monitor.daemon import Monitor
-from monitor.local_redis import free_port  # noqa: F401 - the tests take it from here
+from monitor.daemon.service import Monitor
 from monitor.records import ChangeEvent, iso_utc
 
 REPO = Path(__file__).resolve().parents[1]

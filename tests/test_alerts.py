@@ -8,10 +8,10 @@ import pytest
 import yaml
 from support import EXAMPLE_CONFIG, assert_no_traceback, error_lines, make_event, run_monitor
 
-from monitor.alerts import AlertRules, box_intersects_polygon
 from monitor.config import AlertRule, CameraConfig, load_settings
 from monitor.errors import ConfigError
 from monitor.records import ChangeEvent
+from monitor.sinks.alerts import AlertRules, box_intersects_polygon
 
 
 def event(

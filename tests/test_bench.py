@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.bench import MODES, bench_gate, footage_dir
+from monitor.bench.gate import MODES, bench_gate, footage_dir
 from monitor.cli import build_parser
 
 VIDEO = footage_dir() / "one-by-one-person-detection.mp4"  # H.264, 10 fps, 1 s GOP

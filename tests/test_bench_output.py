@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.bench_output import add_json_option, report
+from monitor.bench.output import add_json_option, report
 
 DOC = {"benchmark": "x", "results": [{"variant": "a", "pairs_per_s": 1.5}]}
 

@@ -1,4 +1,4 @@
-"""Capture folders (the contract in monitor/captures.py) from a real run on real footage, their
+"""Capture folders (the contract in monitor/sinks/captures.py) from a real run on real footage, their
 atomic writing, and capture retention by age and by size."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 import yaml
 from support import EXAMPLE_CONFIG, assert_no_traceback, error_lines, make_event, need_video, read_events, run_monitor
 
-from monitor.captures import STALE_TMP_S, CaptureSink, capture_path, event_json, prune_captures
 from monitor.config import CapturesConfig, JobsConfig, load_settings
-from monitor.daemon import Monitor
+from monitor.daemon.service import Monitor
 from monitor.records import ChangeCandidate, Frame, GateScores
+from monitor.sinks.captures import STALE_TMP_S, CaptureSink, capture_path, event_json, prune_captures
 
 CLIP = "one-by-one-person-detection.mp4"  # 768x432, six people arrive and leave: 12 changes
 

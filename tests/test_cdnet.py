@@ -7,8 +7,8 @@ import numpy as np
 from support import SHARED_DATA
 
 from monitor.config import CameraConfig, GateConfig
-from monitor.gate import ChangeGate
-from monitor.sources import VideoSource
+from monitor.gate.change_gate import ChangeGate
+from monitor.sources.video import VideoSource
 
 HIGHWAY = SHARED_DATA / "cdnet2014-highway"
 FIRST_FRAME, FPS = 400, 30.0

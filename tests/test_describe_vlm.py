@@ -30,7 +30,7 @@ from vlm_fixtures import make_adapter, scene, tiny_llava  # noqa: F401
 
 from monitor.cli import main
 from monitor.config import DescriberConfig
-from monitor.describe_vlm import VlmDescriber, regions_text
+from monitor.describe.vlm import VlmDescriber, regions_text
 from monitor.records import ChangeCandidate, Frame, GateScores, Region
 from pipelines.captioner import ChangeCaptioner
 from pipelines.records import FrameInput, PairInput

@@ -15,7 +15,6 @@ from support import SHARED_DATA, T0, make_event
 
 from finetune.convert import ConvertStats, from_captures, from_spotdiff, parse_spotdiff
 from finetune.dataset import (
-    NEXT_QUESTION,
     QUESTION,
     DatasetError,
     PairRecord,
@@ -27,6 +26,7 @@ from finetune.dataset import (
 from finetune.language import caption_direction
 from finetune.synthetic import COLOURS, KINDS, SYNTHETIC_WORDS, synthetic_pair, synthetic_pairs
 from monitor.cli import main
+from pipelines.prompt import NEXT_TURN
 
 SPOTDIFF = SHARED_DATA / "spotdiff"
 
@@ -156,7 +156,7 @@ def test_llava_export_multi_turn_and_single(tmp_path: Path) -> None:
     assert first["conversations"] == [
         {"from": "human", "value": f"<image>\n<image>\n{QUESTION}"},
         {"from": "gpt", "value": "a red car appeared"},
-        {"from": "human", "value": NEXT_QUESTION},
+        {"from": "human", "value": NEXT_TURN},
         {"from": "gpt", "value": "a box disappeared"},
     ]
     assert second["conversations"][1:] == [{"from": "gpt", "value": "no visible change"}]
@@ -322,10 +322,10 @@ def test_bad_captures_listed_or_skipped(tmp_path: Path, capsys) -> None:
 
 
 def test_captures_written_by_the_daemon(tmp_path: Path) -> None:
-    """The contract with monitor.captures: what CaptureSink writes, prepare reads."""
-    from monitor.captures import CaptureSink
+    """The contract with monitor.sinks.captures: what CaptureSink writes, prepare reads."""
     from monitor.config import CapturesConfig
     from monitor.records import ChangeCandidate, Frame, GateScores
+    from monitor.sinks.captures import CaptureSink
 
     sink = CaptureSink(CapturesConfig(enabled=True, dir=tmp_path / "cap"))
     event = make_event(camera="lot", seq=5, text="a vehicle arrived on the right")
@@ -383,9 +383,7 @@ def test_synthetic_is_deterministic_and_covers_its_vocabulary() -> None:
     assert not np.array_equal(a.before, other.before)
     pairs = list(synthetic_pairs(300, seed=1, size=32))
     captions = [c for p in pairs for c in p.captions]
-    tokens = {
-        t for text in [*captions, QUESTION, NEXT_QUESTION, "x, y and z"] for t in re.findall(r"\w+|[^\w\s]", text)
-    }
+    tokens = {t for text in [*captions, QUESTION, NEXT_TURN, "x, y and z"] for t in re.findall(r"\w+|[^\w\s]", text)}
     assert tokens - {"x", "y", "z"} <= set(SYNTHETIC_WORDS)
     assert all(f" {k} " in " ".join(captions) + " " for k in KINDS if k != "person") and "a person in" in " ".join(
         captions

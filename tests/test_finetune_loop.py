@@ -16,7 +16,7 @@ from finetune.metrics import score_captions
 from finetune.synthetic import write_synthetic
 from monitor.cli import main
 from monitor.config import DescriberConfig
-from monitor.describe_vlm import VlmDescriber
+from monitor.describe.vlm import VlmDescriber
 from monitor.records import ChangeCandidate, Frame, GateScores
 from pipelines.captioner import ChangeCaptioner
 

@@ -9,7 +9,7 @@ import json
 import pytest
 from support import direction, match_events, run_source
 
-from monitor.sample_scene import render_sample_scene
+from monitor.scene.scripted import render_sample_scene
 
 SEEDS = [11, 23, 42]
 

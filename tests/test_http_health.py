@@ -16,7 +16,7 @@ import pytest
 import yaml
 from support import free_port, monitor_env
 
-from monitor.sample_scene import render_sample_scene
+from monitor.scene.scripted import render_sample_scene
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 

@@ -1,4 +1,4 @@
-"""The daemon's periodic jobs (monitor/jobs.py, apscheduler): no overlap of a job with itself,
+"""The daemon's periodic jobs (monitor/daemon/jobs.py, apscheduler): no overlap of a job with itself,
 the stats record in the log and in Redis (never as an event), capture retention and spool
 maintenance inside a running daemon."""
 
@@ -15,9 +15,9 @@ from redis_server import RedisServer
 from support import make_event, need_video, read_events
 
 from monitor.config import load_settings
-from monitor.daemon import Monitor
-from monitor.jobs import Jobs, SpoolJob
-from monitor.spool import Spool
+from monitor.daemon.jobs import Jobs, SpoolJob
+from monitor.daemon.service import Monitor
+from monitor.sinks.spool import Spool
 
 
 def test_a_job_still_running_is_not_started_again() -> None:

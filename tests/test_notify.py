@@ -22,10 +22,10 @@ import pytest
 from support import REPO, monitor_env, read_events
 
 from monitor.config import load_settings
-from monitor.daemon import Monitor
-from monitor.describe import EmbeddedDescriber
-from monitor.notify import Heartbeats, Notifier
-from monitor.sample_scene import render_sample_scene
+from monitor.daemon.notify import Heartbeats, Notifier
+from monitor.daemon.service import Monitor
+from monitor.describe.embedded import EmbeddedDescriber
+from monitor.scene.scripted import render_sample_scene
 
 
 class NotifySocket:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.order import EventOrderer
+from monitor.order.orderer import EventOrderer
 from monitor.records import ChangeEvent, iso_utc
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from support import assert_no_traceback, monitor_env, read_events, run_monitor
 
-from monitor.sample_scene import render_sample_scene
+from monitor.scene.scripted import render_sample_scene
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from support import read_events
 
-from monitor.camera_health import HealthNotice
 from monitor.config import CameraConfig, load_settings
-from monitor.daemon import CameraRun, Monitor
-from monitor.describe import EmbeddedDescriber
-from monitor.notify import Notifier
-from monitor.queues import CameraQueues
+from monitor.daemon.camera_health import HealthNotice
+from monitor.daemon.notify import Notifier
+from monitor.daemon.queues import CameraQueues
+from monitor.daemon.service import CameraRun, Monitor
+from monitor.describe.embedded import EmbeddedDescriber
 from monitor.records import ChangeCandidate, Frame, GateScores, Region
-from monitor.sample_scene import render_sample_scene
-from monitor.sources import VideoSource
+from monitor.scene.scripted import render_sample_scene
+from monitor.sources.video import VideoSource
 
 QUEUE = 2  # per camera: small, so the 60 s scene's six changes must be coalesced
 
@@ -75,14 +75,14 @@ def test_blocked_describer_never_blocks_readers(tmp_path: Path, scene: Path) -> 
         deadline = time.monotonic() + 60
         while any(r.thread is None or r.thread.is_alive() for r in monitor.cameras):
             assert time.monotonic() < deadline, "a reader is stuck behind the blocked describer"
-            biggest = max([biggest, *monitor._candidates.sizes().values()])
+            biggest = max([biggest, *(c.queue for c in monitor.snapshot().cameras)])
             time.sleep(0.01)
         # Every reader reached the end of its file while describe() was still blocked.
         assert not describer.release.is_set()
         for run in monitor.cameras:
             assert run.error is None, run.error
             assert run.source.stats.sampled == total, (run.camera.id, run.source.stats, total)
-        sizes = monitor._candidates.sizes()
+        sizes = {c.id: c.queue for c in monitor.snapshot().cameras}
         assert biggest <= QUEUE and all(n <= QUEUE for n in sizes.values()), (biggest, sizes)
         counts = {r.camera.id: (r.candidates, r.coalesced, r.dropped) for r in monitor.cameras}
         assert all(c >= 4 and merged > 0 for c, merged, _ in counts.values()), counts

@@ -18,11 +18,11 @@ import yaml
 from redis_server import RedisServer
 from support import REPO, assert_no_traceback, monitor_env, need_video, read_events, run_monitor
 
-from monitor.bench_redis import synthetic_event
+from monitor.bench.redis_sink import synthetic_event
 from monitor.config import RedisConfig
 from monitor.errors import MonitorError
-from monitor.redis_sink import RedisSink
-from monitor.spool import Spool
+from monitor.sinks.redis_streams import RedisSink
+from monitor.sinks.spool import Spool
 
 VIDEO = "one-by-one-person-detection.mp4"
 
@@ -299,7 +299,7 @@ def test_spool_survives_reopen_and_compacts(tmp_path: Path) -> None:
 
 
 def test_seq_continues_from_rotated_logs_without_redis(tmp_path: Path) -> None:
-    from monitor.sinks import last_logged_seqs
+    from monitor.sinks.logfiles import last_logged_seqs
 
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -19,10 +19,10 @@ import yaml
 from support import REPO, StderrLines, monitor_env, read_events
 
 from monitor.config import load_settings
-from monitor.daemon import Monitor
+from monitor.daemon.notify import Notifier
+from monitor.daemon.service import Monitor
 from monitor.errors import ConfigError
-from monitor.notify import Notifier
-from monitor.sample_scene import render_sample_scene
+from monitor.scene.scripted import render_sample_scene
 
 
 @pytest.fixture(scope="module")

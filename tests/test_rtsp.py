@@ -7,12 +7,11 @@
   up again, change events after it, no crash;
 - a config with a live camera and one whose RTSP server never existed: the live one logs its
   changes, the dead one logs camera_offline, and the daemon keeps running until SIGTERM;
-- `Backoff`: exponential, jittered, capped, and cut short when the server is reachable again.
+- `ReconnectWait`: exponential, jittered, capped, and cut short when the server is reachable again.
 """
 
 from __future__ import annotations
 
-import random
 import signal
 import socket
 import subprocess
@@ -28,8 +27,8 @@ from rtsp_server import RtspServer
 from support import REPO, assert_no_traceback, free_port, monitor_env, need_video, read_events
 
 from monitor.config import load_settings
-from monitor.daemon import Monitor, RunResult
-from monitor.sources import Backoff
+from monitor.daemon.service import Monitor, RunResult
+from monitor.sources.reconnect import ReconnectWait
 
 CLIP = "one-by-one-person-detection.mp4"  # 10 fps; a person walks in at 6.1 s, stays until 20 s
 
@@ -250,9 +249,9 @@ def test_retry_at_start_waits_for_a_lone_camera(tmp_path: Path) -> None:
     assert run.result is not None and not run.result.errors
 
 
-# -- Backoff -------------------------------------------------------------------------------------
+# -- ReconnectWait ---------------------------------------------------------------------------------
 def test_backoff_grows_jitters_and_caps() -> None:
-    b = Backoff("rtsp://127.0.0.1:1/x", cap=8.0, base=0.5, rng=random.Random(1))
+    b = ReconnectWait("rtsp://127.0.0.1:1/x", cap=8.0, base=0.5)
     delays = []
     for n in range(8):
         b.attempt = n
@@ -265,7 +264,7 @@ def test_backoff_grows_jitters_and_caps() -> None:
 
 def test_backoff_wait_ends_when_the_server_is_back() -> None:
     port = free_port()
-    b = Backoff(f"rtsp://127.0.0.1:{port}/x", cap=30.0, base=30.0, probe_s=0.1)
+    b = ReconnectWait(f"rtsp://127.0.0.1:{port}/x", cap=30.0, base=30.0, probe_s=0.1)
     stop = threading.Event()
     listener = socket.socket()
 
@@ -287,7 +286,7 @@ def test_backoff_wait_ends_when_the_server_is_back() -> None:
     # ...and `stop` ends a wait at once.
     stop.set()
     t0 = time.monotonic()
-    assert not Backoff("rtsp://127.0.0.1:1/x", cap=30.0, base=30.0).wait(stop)
+    assert not ReconnectWait("rtsp://127.0.0.1:1/x", cap=30.0, base=30.0).wait(stop)
     assert time.monotonic() - t0 < 1.0
 
 

@@ -1,4 +1,4 @@
-"""Self-checks for monitor.sample_scene: container layout, truth schema/timing, determinism, pixels."""
+"""Self-checks for monitor.scene.scripted: container layout, truth schema/timing, determinism, pixels."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from monitor.sample_scene import render_sample_scene
+from monitor.scene.scripted import render_sample_scene
 
 SECONDS, SEED, FPS, W, H = 30.0, 3, 10, 640, 360
 

@@ -5,8 +5,8 @@ leak, and events must keep coming. The same measurement, longer, is `monitor ben
 
 from __future__ import annotations
 
-from monitor.bench_service import run_service_bench
-from monitor.rtsp_test_server import RtspServer
+from monitor.bench.rtsp_server import RtspServer
+from monitor.bench.service import run_service_bench
 
 CAMERAS = 8
 

@@ -24,8 +24,8 @@ from support import SHARED_DATA, need_video
 from monitor.config import CameraConfig
 from monitor.errors import SourceError
 from monitor.records import Frame
-from monitor.sample_scene import render_sample_scene
-from monitor.sources import VideoSource
+from monitor.scene.scripted import render_sample_scene
+from monitor.sources.video import VideoSource
 
 CDNET = SHARED_DATA / "cdnet2014-highway" / "input"
 SCENE_FPS = 10

@@ -86,7 +86,7 @@ def test_unit_has_what_the_daemon_needs() -> None:
 
 
 def test_redis_password_from_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.cli import _with_credentials
+    from monitor.commands import _with_credentials
     from monitor.config import load_settings
 
     (tmp_path / "redis-password").write_text("s3cret\n")

@@ -1,0 +1,247 @@
+"""What each `monitor` subcommand does (`cli` parses the command line and calls these):
+run, check-config, tail, alerts, sample, models, bench."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from monitor.errors import MonitorError
+
+DEMO_SEED = 7
+DEMO_SECONDS = 60.0
+
+
+def _camera_id_from(source: str) -> str:
+    stem = Path(source.split("?")[0].rstrip("/")).stem or "camera"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem)[:64].strip("-") or "camera"
+
+
+def demo_video() -> Path:
+    """The embedded default: the synthetic sample scene, rendered once into the user cache."""
+    from monitor.scene.scripted import render_sample_scene
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "surveillance-monitor"
+    path = cache / f"sample-seed{DEMO_SEED}-{int(DEMO_SECONDS)}s.mp4"
+    if not path.exists() or not path.with_suffix(".truth.json").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        render_sample_scene(path, seconds=DEMO_SECONDS, seed=DEMO_SEED)
+    return path
+
+
+def _narrow_config(data: dict[str, Any], cam: dict[str, Any]) -> tuple[dict[str, Any], list]:
+    """`run --source` with `--config`: the one camera replaces the config's cameras. A config
+    camera of the same id lends it its masks, zones and gate overrides; the alert rules that
+    can still apply are kept."""
+    for known in data.get("cameras") or []:
+        if isinstance(known, dict) and known.get("id") == cam["id"]:
+            cam = {**known, **cam}
+    zones = {z.get("name") for z in cam.get("zones") or [] if isinstance(z, dict)}
+    keep = []
+    for rule in data.get("alerts") or []:
+        if not isinstance(rule, dict):
+            keep.append(rule)  # let validation name the problem
+        elif (not rule.get("cameras") or cam["id"] in rule["cameras"]) and set(rule.get("zones") or []) <= zones:
+            keep.append({**rule, "cameras": [cam["id"]]} if rule.get("cameras") else rule)
+    return cam, keep
+
+
+# -- subcommands ---------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.config import load_settings, read_yaml
+    from monitor.daemon.service import Monitor
+
+    overrides: dict[str, Any] = {}
+    source = args.source
+    if args.demo:
+        source = str(demo_video())
+        args.camera_id = args.camera_id or "lot-demo"
+    if source:
+        cam: dict[str, Any] = {"id": args.camera_id or _camera_id_from(source), "source": source}
+        if args.sample_fps is not None:
+            cam["sample_fps"] = args.sample_fps
+        if args.image_fps is not None:
+            cam["image_fps"] = args.image_fps
+        if args.config is not None:
+            cam, overrides["alerts"] = _narrow_config(read_yaml(args.config), cam)
+        overrides["cameras"] = [cam]
+    if args.redis:
+        overrides["redis"] = {"url": args.redis}
+    describer = {"kind": args.describer, "model": args.model, "mode": args.mode, "adapter": args.adapter}
+    if any(v is not None for v in describer.values()):
+        describer["kind"] = describer["kind"] or ("vlm" if args.model else None)  # --model alone means vlm
+        overrides["describer"] = {k: v for k, v in describer.items() if v is not None}
+    settings = load_settings(args.config, **overrides)
+    if args.log_dir is not None:
+        settings = settings.model_copy(update={"log": settings.log.model_copy(update={"dir": args.log_dir})})
+    settings = _with_credentials(settings)
+    reload = None
+    if args.config is not None and not source:
+
+        def reload() -> Any:  # SIGHUP: the same config file, the same command-line overrides
+            fresh = load_settings(args.config, **overrides)
+            if args.log_dir is not None:
+                fresh = fresh.model_copy(update={"log": fresh.log.model_copy(update={"dir": args.log_dir})})
+            return _with_credentials(fresh)
+
+    # Building the monitor loads the describer (a VLM takes seconds): a SIGTERM or SIGHUP that
+    # arrives meanwhile is kept and acted on once the monitor exists, instead of killing it.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
+    monitor = Monitor(settings, echo=None if args.quiet else sys.stdout, realtime=args.realtime or None, reload=reload)
+    # SIGTERM (systemctl stop): stop reading, describe and write what is queued, flush, exit 0.
+    # SIGHUP (systemctl reload): reopen the log files; with --config, re-read it and apply its
+    # cameras (added, removed, changed) without touching the others; an invalid one is refused.
+    signal.signal(signal.SIGTERM, lambda *_: monitor.stop())
+    signal.signal(signal.SIGHUP, lambda *_: monitor.request_reload())
+    if signal.SIGHUP in early:
+        monitor.request_reload()
+    if signal.SIGTERM in early:
+        monitor.stop()
+    try:
+        result = monitor.run()
+    except KeyboardInterrupt:
+        monitor.stop()
+        return 130
+    log = structlog.get_logger(__name__)
+    for cam_id, stats in result.cameras.items():
+        log.info(
+            "camera_summary",
+            camera=cam_id,
+            mode=stats.mode,
+            sampled=stats.sampled,
+            decoded=stats.decoded,
+            corrupt=stats.corrupt,
+            coalesced=result.coalesced.get(cam_id, 0),
+            dropped=result.dropped.get(cam_id, 0),
+        )
+    log.info("run_finished", events=result.events, log_dir=str(settings.log.dir))
+    if result.errors:
+        for message in result.errors.values():
+            print(f"monitor: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _with_credentials(settings: Any) -> Any:
+    """Under systemd, `LoadCredential=redis-password:...` puts the Redis password in
+    `$CREDENTIALS_DIRECTORY/redis-password`: use it when no password is configured."""
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    redis = settings.redis
+    if not cred_dir or redis.password is not None or redis.password_file is not None:
+        return settings
+    path = Path(cred_dir) / "redis-password"
+    if not path.is_file():
+        return settings
+    return settings.model_copy(update={"redis": redis.model_copy(update={"password_file": path})})
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from monitor.config import load_settings
+
+    settings = load_settings(args.file)
+    print(f"{args.file}: OK ({len(settings.cameras)} camera(s))")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    if args.redis:
+        from monitor.readers.consumers import tail_redis
+
+        args.redis = _redis_url(args.redis)
+        return tail_redis(
+            args.redis, args.prefix, follow=args.follow, camera=args.camera, as_json=args.json, lines=args.lines
+        )
+    from monitor.readers.tail import tail
+
+    return tail(args.log_dir, follow=args.follow, camera=args.camera, as_json=args.json, lines=args.lines)
+
+
+def _redis_url(value: str | None) -> str:
+    url = os.environ.get("MONITOR_REDIS__URL") if value in (None, "env") else value
+    if not url:
+        raise MonitorError("no Redis URL: give --redis URL or set MONITOR_REDIS__URL")
+    return url
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from monitor.readers.consumers import consume_alerts
+
+    args.redis = _redis_url(args.redis)
+    return consume_alerts(
+        args.redis,
+        args.prefix,
+        group=args.group,
+        consumer=args.consumer,
+        claim_idle_ms=args.claim_idle_ms,
+        as_json=args.json,
+        count=args.count,
+    )
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from monitor.scene.scripted import render_sample_scene
+
+    truth = render_sample_scene(args.out, seconds=args.seconds, seed=args.seed)
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.truth.json')} ({len(truth['events'])} scripted events)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """`models inspect DIR` / `models pull NAME`: checkpoints of the VLM describer."""
+    try:
+        from pipelines.checkpoint import CheckpointError, inspect_checkpoint
+    except ImportError as exc:
+        raise MonitorError(f"monitor models needs {exc.name}: pip install 'surveillance-change-monitor[vlm]'") from None
+    try:
+        if args.action == "pull":
+            from huggingface_hub import snapshot_download
+
+            try:  # weights as safetensors only, into the Hugging Face cache
+                snapshot_download(args.name, revision=args.revision, allow_patterns=PULL_PATTERNS)
+            except Exception as exc:  # noqa: BLE001 - network, auth, unknown repo: one line
+                problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                raise MonitorError(f"models pull {args.name}: {problem}") from None
+            info = inspect_checkpoint(args.name)
+        else:
+            info = inspect_checkpoint(args.dir)
+    except CheckpointError as exc:
+        raise MonitorError(str(exc)) from None
+    if getattr(args, "json", False):
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    print(f"{info.path}\n  architecture: {info.architecture}\n  dtype: {info.dtype}")
+    count = lambda n: f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"  # noqa: E731
+    print("  parameters: " + ", ".join(f"{k} {count(v)}" for k, v in info.parameters.items()))
+    print(f"  image: {info.image_size} px, {info.visual_tokens_per_image} visual tokens per image")
+    print(f"  LM context: {info.context_length} tokens")
+    print("  LM tokens per frame: " + ", ".join(f"{k} {v:g}" for k, v in info.lm_tokens_per_frame.items()))
+    print(f"  delta tokens per pair: {info.delta_tokens_per_pair}")
+    return 0
+
+
+PULL_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
+
+
+# `monitor bench WHAT`: (module, function), imported only when run (torch, GStreamer helpers)
+BENCHES = {
+    "gate": ("monitor.bench.gate", "bench_gate"),
+    "redis": ("monitor.bench.redis_sink", "bench_redis"),
+    "service": ("monitor.bench.service", "bench_service"),
+    "model": ("monitor.bench.model", "bench_model"),
+}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module, function = BENCHES[args.what]
+    return getattr(importlib.import_module(module), function)(args)

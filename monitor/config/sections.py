@@ -1,0 +1,178 @@
+"""The settings sections (cameras, gate, describer, log, redis, alerts, http, captures, jobs):
+pydantic models whose validation errors name the field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+Point = tuple[float, float]
+Polygon = list[Point]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_polygon(poly: Polygon) -> Polygon:
+    if len(poly) < 3:
+        raise ValueError("a polygon needs at least 3 points")
+    for x, y in poly:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point ({x}, {y}) is outside 0-1 (coordinates are fractions of the frame)")
+    return poly
+
+
+CheckedPolygon = Annotated[Polygon, AfterValidator(_check_polygon)]  # errors name the mask: masks.N
+
+
+class GateConfig(Strict):
+    """Thresholds of the change gate. Cameras may override any of them."""
+
+    working_width: int = Field(256, ge=64, le=1920, description="width of the gate's working image, px")
+    pixel_threshold: float = Field(18.0, gt=0, le=255, description="minimum grey-level difference of a changed pixel")
+    noise_sigmas: float = Field(4.0, gt=0, description="changed pixel: difference > this many noise sigmas")
+    fire_fraction: float = Field(0.0025, gt=0, lt=1, description="changed fraction that starts a change")
+    min_region_fraction: float = Field(0.0012, gt=0, lt=1, description="smallest region reported")
+    ssim_threshold: float = Field(0.6, gt=0, le=1, description="global SSIM below this also starts a change")
+    settle_s: float = Field(1.0, ge=0, description="the scene must be still this long to end a change")
+    still_fraction: float = Field(0.0005, gt=0, lt=1, description="motion below this fraction counts as still")
+    max_wait_s: float = Field(10.0, gt=0, description="a change that never settles is reported after this")
+    cooldown_s: float = Field(3.0, ge=0, description="minimum time between two events of a camera")
+    background_history_s: float = Field(60.0, gt=0, description="memory of the motion background model")
+    slow_background_s: float = Field(600.0, gt=0, description="time constant of the empty-scene background")
+    report_transient: bool = Field(True, description="report changes that revert (someone passing through)")
+    transient_min_s: float = Field(1.5, ge=0, description="shortest pass-through reported")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GateConfig:
+        if self.min_region_fraction > self.fire_fraction:
+            raise ValueError("min_region_fraction must not exceed fire_fraction")
+        return self
+
+
+class Zone(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    polygon: Polygon
+
+    _poly = field_validator("polygon")(_check_polygon)
+
+
+class CameraConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="camera id used in the log")
+    source: str = Field(min_length=1, description="file path, image-sequence pattern/folder, or rtsp:// URL")
+    sample_fps: float = Field(2.0, gt=0, le=60, description="frames per second handed to the gate")
+    image_fps: float | None = Field(None, gt=0, le=240, description="frame rate of an image-sequence source")
+    realtime: bool = Field(False, description="pace file sources at their own speed")
+    open_timeout_s: float = Field(10.0, gt=0, description="RTSP/network open timeout")
+    read_timeout_s: float = Field(10.0, gt=0, description="RTSP/network read timeout")
+    reconnect_max_s: float = Field(30.0, gt=0, description="network sources: cap of the reconnect backoff")
+    offline_after_s: float = Field(10.0, gt=0, description="network sources: down this long = camera_offline event")
+    retry_at_start: bool | None = Field(
+        None,
+        description="network sources unreachable at start: true = keep retrying, false = fail the camera, "
+        "null = retry only while another camera of the run is up (a run where no camera opens exits 1)",
+    )
+    masks: list[CheckedPolygon] = Field(default_factory=list, description="regions the gate ignores")
+    zones: list[Zone] = Field(default_factory=list, description="named regions (used by alert rules)")
+    gate: dict[str, Any] = Field(default_factory=dict, description="overrides of the gate defaults")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", value)
+        if scheme and scheme.group(1).lower() not in {"rtsp", "rtsps", "rtmp", "http", "https", "file"}:
+            raise ValueError(f"unsupported URL scheme {scheme.group(1)!r} (use rtsp://, http(s):// or a path)")
+        return value
+
+
+class DescriberConfig(Strict):
+    kind: Literal["embedded", "vlm"] = Field("embedded", description="embedded needs no weights")
+    model: str | None = Field(None, description="VLM checkpoint directory or cached repo id (kind: vlm)")
+    mode: Literal["compressed", "pair"] = Field("compressed", description="vlm: 2 tokens/frame, or side by side")
+    adapter: str | None = Field(None, description="vlm: LoRA adapter directory; swapped live on reload")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="vlm: auto = cuda if available")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="vlm: auto = bf16 on cuda")
+    quantization: Literal["none", "8bit", "4bit"] = Field("none", description="vlm: bitsandbytes LM weights")
+    max_new_tokens: int = Field(32, ge=1, le=512, description="vlm: longest description, tokens")
+    max_wait_ms: float = Field(50.0, ge=0, le=10_000, description="vlm: wait this long for a fuller batch")
+    history_frames: int = Field(
+        0, ge=0, le=8, description="vlm compressed: the scenes before the camera's last changes, shown oldest first"
+    )
+    batch_size: int = Field(8, ge=1, le=256)
+    queue_per_camera: int = Field(
+        8, ge=1, le=4096, description="changes queued per camera; beyond, the oldest are coalesced"
+    )
+
+
+class HttpConfig(Strict):
+    bind: str | None = Field(
+        "127.0.0.1:9108", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$",
+        description="host:port of /healthz and /metrics; null = off",
+    )  # fmt: skip
+
+
+class LogConfig(Strict):
+    dir: Path = Field(Path("./monitor-logs"), description="where changes.jsonl and changes.log go")
+    max_bytes: int = Field(10_000_000, ge=1024, description="rotate a log file at this size")
+    backup_count: int = Field(5, ge=0, le=1000, description="rotated files kept")
+    reorder_window_s: float = Field(0.5, ge=0, description="how long events wait to be merged across cameras")
+
+
+class CapturesConfig(Strict):
+    """Before/after JPEGs + event.json of every change event, for review and fine-tuning."""
+
+    enabled: bool = Field(False, description="save a capture folder per change event")
+    dir: Path = Field(Path("./monitor-captures"), description="<dir>/<camera>/<YYYY-MM-DD>/<event_id>/")
+    max_age_days: float = Field(30.0, gt=0, description="captures older than this are deleted")
+    max_bytes: int = Field(10_000_000_000, ge=1, description="beyond this total size the oldest are deleted")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of before.jpg / after.jpg")
+
+
+class JobsConfig(Strict):
+    """Periodic jobs (apscheduler; a job still running is never started again)."""
+
+    stats_interval_s: float = Field(60.0, gt=0, description="heartbeat/stats record to the log (and Redis)")
+    retention_interval_s: float = Field(600.0, gt=0, description="capture retention by age and size")
+    spool_interval_s: float = Field(300.0, gt=0, description="Redis spool maintenance and depth report")
+
+
+class RedisConfig(Strict):
+    """Redis streams output (at-least-once, ordered per camera, idempotent)."""
+
+    url: str | None = Field(None, description="redis:// or rediss:// URL (user:password@ allowed); unset = no Redis")
+    password_file: Path | None = Field(None, description="file holding the password (systemd credential)")
+    password: SecretStr | None = Field(None, description="password, e.g. from MONITOR_REDIS__PASSWORD; never printed")
+    prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.:-]+$", description="stream key prefix")
+    maxlen: int = Field(100_000, ge=100, description="approximate MAXLEN of each stream")
+    per_camera_streams: bool = Field(False, description="also write <prefix>:events:<camera>")
+    spool_dir: Path | None = Field(None, description="on-disk spool; default <log.dir>/spool")
+    spool_max_bytes: int = Field(100_000_000, ge=4096, description="spool size bound; oldest dropped beyond")
+    connect_timeout_s: float = Field(5.0, gt=0, description="connect/socket timeout")
+    backoff_max_s: float = Field(30.0, gt=0, description="reconnect backoff cap")
+
+
+class AlertRule(Strict):
+    """Which events also go to <prefix>:alerts. Every condition given must hold."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="named in each alert entry")
+    cameras: list[str] = Field(default_factory=list, description="camera ids; empty = all cameras")
+    zones: list[str] = Field(default_factory=list, description="a region must touch one of these zones")
+    keywords: list[str] = Field(default_factory=list, description="any of these words in the text")
+    regex: str | None = Field(None, description="the text must match this regular expression")
+    labels: list[str] = Field(default_factory=list, description="a region label among these (person, vehicle)")
+    min_changed_fraction: float = Field(0.0, ge=0, le=1, description="scores.changed_fraction at least this")
+    cooldown_s: float = Field(0.0, ge=0, description="per camera: at most one alert of this rule per period")
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value

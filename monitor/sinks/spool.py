@@ -1,0 +1,280 @@
+"""Write-ahead spool for the Redis output: events wait on disk until Redis has them.
+
+How it works (kept deliberately simple):
+
+* Every record is one JSON line `{"n": 17, "alerts": ["door"], "event": {...ChangeEvent...}}`.
+  `n` is the spool's own record number, +1 per record, never reused (it survives restarts).
+* Lines are appended, in order, to segment files `seg-<first n>.jsonl` in the spool directory;
+  `append()` writes a whole batch and fsyncs once, *before* the batch is handed to delivery.
+  A segment is closed once it passes `segment_bytes` and a new one is started (every start of
+  the daemon also starts a new segment, so a line torn by a crash is never appended to).
+* `committed` (a small file, replaced atomically: write tmp, fsync, rename) holds the number of
+  the last record that is *done*: delivered to Redis, or dropped because the spool was full.
+  The delivery thread advances it after Redis acknowledged a batch. A crash between the two
+  re-sends that batch on the next start; Redis' idempotency script drops the copies.
+* Segments whose records are all done are deleted (that is the compaction), so the spool
+  holds roughly the undelivered records plus at most one partly-done segment.
+* Bound: when the undelivered records exceed `max_bytes`, the OLDEST are dropped (marked done
+  without being delivered), counted in `dropped` and reported by one log line per drop.
+* Undelivered records are also kept in memory (at most `max_bytes` of them), so delivery never
+  re-reads the files; the files are only read back when the spool is opened.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from monitor.errors import MonitorError
+from monitor.records import ChangeEvent
+
+log = structlog.get_logger(__name__)
+
+COMMITTED_NAME = "committed"
+_SEG_PREFIX = "seg-"
+_SEG_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolRecord:
+    n: int  # spool record number
+    event: ChangeEvent
+    alerts: tuple[str, ...]  # alert rule names, decided once when the event was produced
+    size: int  # bytes of its line
+
+
+def _seg_name(first_n: int) -> str:
+    return f"{_SEG_PREFIX}{first_n:015d}{_SEG_SUFFIX}"
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int | None = None):
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        # Small enough that deleting done segments keeps the disk near the bound.
+        self.segment_bytes = segment_bytes or max(4096, min(max_bytes // 8, 8_000_000))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MonitorError(f"redis.spool_dir: cannot create {self.dir}: {exc.strerror}") from None
+        # One process per spool: a second monitor on the same directory would interleave records.
+        self._lockfile = (self.dir / "lock").open("a")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lockfile.close()
+            raise MonitorError(f"redis.spool_dir: {self.dir} is in use by another running monitor") from None
+        self._lock = threading.Condition()
+        self._pending: deque[SpoolRecord] = deque()
+        self._pending_bytes = 0
+        self._done = self._read_committed()  # last done record number
+        self._segments: list[tuple[int, Path]] = []  # (first n, path), oldest first
+        self._file = None
+        self._file_bytes = 0
+        self.dropped = 0
+        self.appended = 0
+        self._load()
+        self._next_n = max(self._done, self._last_n_on_disk) + 1
+        self._drop_over_bound()
+
+    # -- opening -------------------------------------------------------------------------
+    def _read_committed(self) -> int:
+        try:
+            return int((self.dir / COMMITTED_NAME).read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("spool_committed_unreadable", path=str(self.dir / COMMITTED_NAME), error=str(exc))
+            return 0
+
+    def _load(self) -> None:
+        self._last_n_on_disk = 0
+        segs = []
+        for path in self.dir.glob(f"{_SEG_PREFIX}*{_SEG_SUFFIX}"):
+            try:
+                segs.append((int(path.name[len(_SEG_PREFIX) : -len(_SEG_SUFFIX)]), path))
+            except ValueError:
+                continue
+        segs.sort()
+        for first, path in segs:
+            last_in_seg = first - 1
+            with path.open("rb") as fh:
+                for raw in fh:
+                    try:
+                        obj = json.loads(raw)
+                        n = int(obj["n"])
+                        event = ChangeEvent.model_validate(obj["event"])
+                        alerts = tuple(obj.get("alerts") or ())
+                    except (ValueError, KeyError, TypeError):
+                        # A line torn by a crash mid-write (only ever the last one of a segment).
+                        log.warning("spool_torn_line", segment=path.name)
+                        continue
+                    last_in_seg = max(last_in_seg, n)
+                    self._last_n_on_disk = max(self._last_n_on_disk, n)
+                    if n > self._done:
+                        self._pending.append(SpoolRecord(n, event, alerts, len(raw)))
+                        self._pending_bytes += len(raw)
+            if last_in_seg <= self._done:
+                self._unlink(path)
+            else:
+                self._segments.append((first, path))
+
+    # -- producer side -------------------------------------------------------------------
+    def append(self, items: list[tuple[ChangeEvent, list[str] | tuple[str, ...]]]) -> list[SpoolRecord]:
+        """Append a batch durably (one fsync); returns the records, in order."""
+        if not items:
+            return []
+        with self._lock:
+            records = []
+            lines = []
+            for event, alerts in items:
+                n = self._next_n
+                self._next_n += 1
+                line = (
+                    json.dumps({"n": n, "alerts": list(alerts)}, separators=(",", ":"))[:-1]
+                    + ',"event":'
+                    + event.model_dump_json()
+                    + "}\n"
+                ).encode()
+                lines.append(line)
+                records.append(SpoolRecord(n, event, tuple(alerts), len(line)))
+            if self._file is None or self._file_bytes >= self.segment_bytes:
+                self._open_segment(records[0].n)
+            data = b"".join(lines)
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file_bytes += len(data)
+            for rec in records:
+                self._pending.append(rec)
+                self._pending_bytes += rec.size
+            self.appended += len(records)
+            self._drop_over_bound()
+            self._lock.notify_all()
+            return records
+
+    def _open_segment(self, first_n: int) -> None:
+        if self._file is not None:
+            self._file.close()
+        path = self.dir / _seg_name(first_n)
+        self._file = path.open("ab")
+        self._file_bytes = 0
+        self._segments.append((first_n, path))
+        fsync_dir(self.dir)
+
+    def _drop_over_bound(self) -> None:
+        dropped = 0
+        first_dropped = last_dropped = None
+        while self._pending and self._pending_bytes > self.max_bytes:
+            rec = self._pending.popleft()
+            self._pending_bytes -= rec.size
+            dropped += 1
+            first_dropped = first_dropped or rec
+            last_dropped = rec
+        if dropped:
+            self.dropped += dropped
+            log.warning(
+                "spool_full_dropped_oldest",
+                dropped=dropped,
+                dropped_total=self.dropped,
+                first_event=first_dropped.event.event_id,
+                last_event=last_dropped.event.event_id,
+                max_bytes=self.max_bytes,
+            )
+            self._commit_locked(last_dropped.n)
+
+    # -- delivery side -------------------------------------------------------------------
+    def peek(self, limit: int, timeout: float | None = None) -> list[SpoolRecord]:
+        """The oldest undelivered records (up to `limit`), waiting up to `timeout` for one."""
+        with self._lock:
+            if not self._pending and timeout:
+                self._lock.wait(timeout)
+            return [self._pending[i] for i in range(min(limit, len(self._pending)))]
+
+    def commit(self, through_n: int) -> None:
+        """Records up to `through_n` were delivered: forget them, persist the offset."""
+        with self._lock:
+            while self._pending and self._pending[0].n <= through_n:
+                rec = self._pending.popleft()
+                self._pending_bytes -= rec.size
+            if through_n > self._done:
+                self._commit_locked(through_n)
+            self._lock.notify_all()
+
+    def _commit_locked(self, through_n: int) -> None:
+        self._done = max(self._done, through_n)
+        tmp = self.dir / (COMMITTED_NAME + ".tmp")
+        with tmp.open("w") as fh:
+            fh.write(f"{self._done}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.dir / COMMITTED_NAME)
+        # Compaction: a closed segment whose records are all done is deleted. A segment ends
+        # where the next begins, so "all done" means the next segment starts at or below done+1.
+        while len(self._segments) > 1 and self._segments[1][0] <= self._done + 1:
+            self._unlink(self._segments.pop(0)[1])
+        if len(self._segments) == 1 and not self._pending and self._file is None:
+            self._unlink(self._segments.pop(0)[1])
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def wait_empty(self, timeout: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending, timeout)
+
+    def wake(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
+
+    # -- state ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def last_seqs(self) -> dict[str, int]:
+        """Highest event seq per camera among the spooled (undelivered) records."""
+        with self._lock:
+            out: dict[str, int] = {}
+            for rec in self._pending:
+                out[rec.event.camera] = max(out.get(rec.event.camera, 0), rec.event.seq)
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            if not self._pending:
+                for _, path in self._segments:
+                    self._unlink(path)
+                self._segments.clear()
+            if not self._lockfile.closed:
+                self._lockfile.close()  # releases the flock

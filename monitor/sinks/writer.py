@@ -1,0 +1,90 @@
+"""The write path: every event the orderer releases goes to the Redis spool (durable first, when
+Redis is configured), then the log files, and, for change events with `captures.enabled`, to a
+capture folder (written by the capture sink's own thread, off this path)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+import structlog
+
+from monitor.config import MonitorSettings
+from monitor.records import ChangeCandidate, ChangeEvent
+from monitor.sinks.captures import CaptureSink
+from monitor.sinks.logfiles import LogFileSink, last_logged_seqs
+
+log = structlog.get_logger(__name__)
+
+
+class EventWriter:
+    """`write(events)` from the daemon's loop; `start()` before the first, `close()` after the last.
+
+    `hold(event, candidate)` keeps a change's frames until its event is written (the orderer
+    may hold the event back for `log.reorder_window_s`); only with captures enabled."""
+
+    def __init__(self, settings: MonitorSettings, echo: TextIO | None = None):
+        self.settings = settings
+        self.sink = LogFileSink(settings.log, echo=echo)
+        self.redis = None
+        if settings.redis.url:
+            from monitor.sinks.alerts import AlertRules
+            from monitor.sinks.redis_streams import RedisSink
+
+            self.redis = RedisSink.from_settings(settings, AlertRules(settings.alerts, settings.cameras))
+        self.captures = CaptureSink(settings.captures) if settings.captures.enabled else None
+        self._frames: dict[str, ChangeCandidate] = {}  # event_id -> candidate, until written
+        self.last_event: dict[str, str] = {}  # camera -> t_after of its last event (/healthz)
+        self.by_camera: dict[str, int] = {}  # events written per camera (stats)
+
+    @property
+    def written(self) -> int:
+        return self.sink.written
+
+    def start(self) -> dict[str, int]:
+        """Start the sinks; returns the highest seq each camera already produced (log files, the
+        Redis spool, Redis' delivered hash), so a restarted daemon continues its numbering: the
+        Redis idempotency check relies on it, and so does anyone reading the log."""
+        sources = [last_logged_seqs(self.settings.log.dir)]
+        if self.redis is not None:
+            sources.append(self.redis.spool.last_seqs() if self.redis.spool is not None else {})
+            sources.append(self.redis.start())  # {} when Redis is unreachable now
+        if self.captures is not None:
+            self.captures.start()
+        merged: dict[str, int] = {}
+        for src in sources:
+            for cam, seq in src.items():
+                merged[cam] = max(merged.get(cam, 0), seq)
+        return merged
+
+    def hold(self, event: ChangeEvent, cand: ChangeCandidate) -> None:
+        if self.captures is not None and event.kind == "change":
+            self._frames[event.event_id] = cand
+
+    def write(self, events: list[ChangeEvent]) -> None:
+        if not events:
+            return
+        if self.redis is not None:
+            self.redis.write_many(events)  # into the durable spool first, then the log files
+        for event in events:
+            self.sink.write(event)
+            self.last_event[event.camera] = event.t_after
+            self.by_camera[event.camera] = self.by_camera.get(event.camera, 0) + 1
+            cand = self._frames.pop(event.event_id, None)
+            if cand is not None and self.captures is not None:
+                self.captures.save(cand, event)
+
+    def reopen_logs(self) -> None:
+        """SIGHUP: new handlers on the same paths (logrotate moved the old files away)."""
+        echo, written = self.sink.echo, self.sink.written
+        self.sink = LogFileSink(self.settings.log, echo=echo)  # closes the old handlers
+        self.sink.written = written
+        log.info("log_files_reopened", log_dir=str(self.settings.log.dir))
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+            if self.redis is not None:
+                self.redis.close()
+        finally:
+            if self.captures is not None:
+                self.captures.close()
