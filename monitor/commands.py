@@ -11,11 +11,14 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from monitor.errors import MonitorError
+
+if TYPE_CHECKING:  # the settings load only when a command needs them (a fast --help)
+    from monitor.config import MonitorSettings
 
 DEMO_SEED = 7
 DEMO_SECONDS = 60.0
@@ -87,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reload = None
     if args.config is not None and not source:
 
-        def reload() -> Any:  # SIGHUP: the same config file, the same command-line overrides
+        def reload() -> MonitorSettings:  # SIGHUP: the same config file, the same command-line overrides
             fresh = load_settings(args.config, **overrides)
             if args.log_dir is not None:
                 fresh = fresh.model_copy(update={"log": fresh.log.model_copy(update={"dir": args.log_dir})})
@@ -133,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_credentials(settings: Any) -> Any:
+def _with_credentials(settings: MonitorSettings) -> MonitorSettings:
     """Under systemd, `LoadCredential=redis-password:...` puts the Redis password in
     `$CREDENTIALS_DIRECTORY/redis-password`: use it when no password is configured."""
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")

@@ -18,7 +18,7 @@ Public API (the contract with monitor's VlmDescriber and with finetune):
             # A LLaVA checkpoint in compressed mode gets a fresh zero-shot compressor
             # (content_grid/delta_tokens apply); a saved CompressedCaptioner keeps its own.
         cap.model           # CompressedCaptioner ("compressed") or LlavaForConditionalGeneration ("pair")
-        cap.tokenizer, cap.image_processor, cap.mode, cap.device
+        cap.tokenizer, cap.image_processor, cap.mode, cap.device, cap.processor (its ChangeProcessor)
         cap.collate(pairs, targets=None, *, multi_turn=True, frame_cache=False, answered=None) -> dict
             # targets None: inference batch, left padded. targets list[list[str]] (reference
             # sentences per pair, [] = "no visible change"): right padded + labels (-100 but the
@@ -30,6 +30,16 @@ Public API (the contract with monitor's VlmDescriber and with finetune):
         cap.generate(pairs, *, max_new_tokens=32, answered=None) -> list[str]  # one batch, raw text
         cap.load_adapter(path); cap.unload_adapter()            # peft LoRA, hot swap
         cap.warm_up(); cap.frame_cache (per-camera, by FrameInput.key)
+        cap.pixel_values(frames) -> (N, 3, S, S); cap.side_by_side(pair) -> (3, S, S)
+        cap.frame_features(frames) -> (N, P, Dv)   # through the frame cache
+
+    from pipelines.processor import ChangeProcessor   # records -> tensors; no model weights
+        ChangeProcessor(tokenizer, image_processor, *, mode, image_size, placeholder_id,
+                        image_tokens, device, tokens_per_frame=None, delta_tokens=None)
+            # built by ChangeCaptioner from its model's config; what cap.collate etc. delegate to
+        .collate(pairs, targets=None, *, dtype, multi_turn=True, frame_features=None, answered=None)
+            # as cap.collate; frame_features: frames -> (N, P, Dv) instead of pixel_values
+        .pixel_values(frames, dtype) -> (N, 3, S, S) on the device; .side_by_side(pair) -> (3, S, S)
 
     from pipelines.compressed import CompressedCaptioner, CompressedCaptionerConfig, LORA_TARGET_MODULES
         CompressedCaptioner.from_llava(llava, content_grid=1, delta_tokens=2,

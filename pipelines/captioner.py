@@ -6,7 +6,8 @@ Two modes, one interface:
   one pair and the "before" of the next goes through the vision tower once.
 - `pair`: plain LlavaForConditionalGeneration on one side-by-side image (earlier on the left),
   all the checkpoint's visual tokens.
-Frames are resized and padded to the square input (never centre-cropped: objects enter at the edges).
+Records become tensors in `pipelines.processor.ChangeProcessor` (one per captioner, built here);
+this module keeps the model side: loading, the frame cache, generation, adapters.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import GenerationConfig, LlavaForConditionalGeneration
 
 from pipelines.checkpoint import (
@@ -29,18 +29,10 @@ from pipelines.checkpoint import (
     visual_tokens_per_image,
 )
 from pipelines.compressed import CompressedCaptioner
-from pipelines.prompt import (
-    NO_CHANGE,
-    caption_sentences,
-    compressed_prompt,
-    conversation,
-    encode,
-    follow_up,
-    pair_prompt,
-)
+from pipelines.processor import MODES, ChangeProcessor
+from pipelines.prompt import NO_CHANGE, caption_sentences
 from pipelines.records import FrameInput, PairInput
 
-MODES = ("compressed", "pair")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -121,10 +113,19 @@ class ChangeCaptioner:
         self.placeholder_id = int(config.image_token_id)
         self.image_size = int(config.vision_config.image_size)
         self.image_tokens = visual_tokens_per_image(config)
-        mean = torch.tensor(image_processor.image_mean, dtype=torch.float32).view(3, 1, 1)
-        self._mean, self._std = mean, torch.tensor(image_processor.image_std, dtype=torch.float32).view(3, 1, 1)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
+        compressed = mode == "compressed"
+        self.processor = ChangeProcessor(
+            tokenizer,
+            image_processor,
+            mode=mode,
+            image_size=self.image_size,
+            placeholder_id=self.placeholder_id,
+            image_tokens=self.image_tokens,
+            device=device,
+            tokens_per_frame=int(config.tokens_per_frame) if compressed else None,
+            delta_tokens=int(config.delta_tokens) if compressed else None,
+        )
+        self.pad_id = self.processor.pad_id
 
     @classmethod
     def load(
@@ -169,33 +170,14 @@ class ChangeCaptioner:
             captioner.load_adapter(adapter)
         return captioner
 
-    # -- images ----------------------------------------------------------------------------
-    def _tensor(self, image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()  # (3, H, W) 0-255
-
-    def _square(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) 0-255 -> (3, S, S) normalised: resized to fit, padded with the mean colour."""
-        size = self.image_size
-        h, w = image.shape[1:]
-        scale = size / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        resized = F.interpolate(image[None], size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
-        canvas = (self._mean * 255.0).expand(3, size, size).clone()
-        top, left = (size - nh) // 2, (size - nw) // 2
-        canvas[:, top : top + nh, left : left + nw] = resized[0].clamp(0, 255)
-        return (canvas / 255.0 - self._mean) / self._std
-
+    # -- images (ChangeProcessor) ---------------------------------------------------------
     def side_by_side(self, pair: PairInput) -> torch.Tensor:
         """(3, S, S): before on the left, after on the right (resized to the before's size)."""
-        before, after = self._tensor(pair.before.image), self._tensor(pair.after.image)
-        if after.shape != before.shape:
-            after = F.interpolate(after[None], size=before.shape[1:], mode="bilinear", antialias=True)[0]
-        return self._square(torch.cat([before, after], dim=2))
+        return self.processor.side_by_side(pair)
 
     def pixel_values(self, frames: Sequence[FrameInput]) -> torch.Tensor:
         """(N, 3, S, S) in the vision tower's dtype, on the device."""
-        pixels = torch.stack([self._square(self._tensor(f.image)) for f in frames])
-        return pixels.to(self.device, self.model.dtype)
+        return self.processor.pixel_values(frames, self.model.dtype)
 
     def frame_features(self, frames: Sequence[FrameInput]) -> torch.Tensor:
         """(N, P, Dv) vision features; frames with a key already seen come from the cache."""
@@ -209,13 +191,7 @@ class ChangeCaptioner:
                     self.frame_cache.put(frames[i].key, feats)
         return torch.stack(found)
 
-    # -- batches ---------------------------------------------------------------------------
-    def _pieces(self, pair: PairInput):
-        if self.mode == "pair":
-            return pair_prompt(pair, image_tokens=self.image_tokens)
-        cfg = self.model.config
-        return compressed_prompt(pair, tokens_per_frame=cfg.tokens_per_frame, delta_tokens=cfg.delta_tokens)
-
+    # -- batches (ChangeProcessor) --------------------------------------------------------
     def collate(
         self,
         pairs: Sequence[PairInput],
@@ -230,62 +206,14 @@ class ChangeCaptioner:
         Compressed: every frame once per batch (`pixel_values`, or cached `frame_features` with
         frame_cache=True), `frame_index` (B, F) and `query_mask` (B, L). `answered` (inference):
         each pair's earlier answers; a pair with some is asked the next turn ("What else changed?")."""
-        pieces = [self._pieces(p) for p in pairs]
-        if targets is not None:
-            pieces = [conversation(pc, list(t), multi_turn=multi_turn) for pc, t in zip(pieces, targets)]
-        elif answered is not None:
-            pieces = [follow_up(pc, list(a)) if a else pc for pc, a in zip(pieces, answered)]
-        encoded = [encode(pc, self.tokenizer, self.placeholder_id) for pc in pieces]
-        length = max(len(e.input_ids) for e in encoded)
-        left = targets is None  # generation continues at the right edge: pad on the left
-        batch_size = len(encoded)
-        input_ids = torch.full((batch_size, length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
-        query_mask = torch.zeros((batch_size, length), dtype=torch.bool)
-        labels = torch.full((batch_size, length), -100, dtype=torch.long)
-        for b, e in enumerate(encoded):
-            n = len(e.input_ids)
-            span = slice(length - n, length) if left else slice(0, n)
-            ids = torch.tensor(e.input_ids)
-            input_ids[b, span] = ids
-            attention_mask[b, span] = 1
-            query_mask[b, span] = torch.tensor(e.query_mask)
-            labels[b, span] = torch.where(torch.tensor(e.label_mask), ids, -100)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if targets is not None:
-            batch["labels"] = labels
-        if self.mode == "pair":
-            pixels = torch.stack([self.side_by_side(p) for p in pairs])
-            batch["pixel_values"] = pixels.to(self.model.dtype)
-        else:
-            frames, frame_index = self._unique_frames(pairs)
-            batch["frame_index"] = frame_index
-            batch["query_mask"] = query_mask
-            if frame_cache:
-                batch["frame_features"] = self.frame_features(frames)
-            else:
-                batch["pixel_values"] = self.pixel_values(frames)
-        return {k: v.to(self.device) for k, v in batch.items()}
-
-    @staticmethod
-    def _unique_frames(pairs: Sequence[PairInput]) -> tuple[list[FrameInput], torch.Tensor]:
-        """Each keyed frame once per batch; (B, F) rows per sample in time order, -1 = none."""
-        frames: list[FrameInput] = []
-        rows: dict[Hashable, int] = {}
-        index = []
-        for pair in pairs:
-            sample = []
-            for frame in pair.frames:
-                if frame.key is None or frame.key not in rows:
-                    if frame.key is not None:
-                        rows[frame.key] = len(frames)
-                    sample.append(len(frames))
-                    frames.append(frame)
-                else:
-                    sample.append(rows[frame.key])
-            index.append(sample)
-        width = max(len(s) for s in index)
-        return frames, torch.tensor([s + [-1] * (width - len(s)) for s in index], dtype=torch.long)
+        return self.processor.collate(
+            pairs,
+            targets,
+            dtype=self.model.dtype,
+            multi_turn=multi_turn,
+            frame_features=self.frame_features if frame_cache else None,
+            answered=answered,
+        )
 
     # -- captions --------------------------------------------------------------------------
     def generation_config(self, max_new_tokens: int) -> GenerationConfig:

@@ -337,7 +337,17 @@ def test_unparsable_redis_url_loads_but_run_names_it(tmp_path: Path) -> None:
     """redis.url is checked when the Redis sink starts (`monitor run`), not by load_settings."""
     doc = copy.deepcopy(EXAMPLE)
     doc["redis"]["url"] = f"redis://:{SECRET}@host:notaport"
-    assert load_or_config_error(doc, tmp_path / "r.yaml") is None
+    path = tmp_path / "r.yaml"
+    assert load_or_config_error(doc, path) is None
+    # the same config file, run: refused before any camera opens, as a config error (exit 2,
+    # README "Errors"), in one line that names redis.url and masks the password
+    proc = run_monitor("run", "--config", path, timeout=30, cwd=tmp_path)
+    assert_no_traceback(proc)
+    assert SECRET not in proc.stdout + proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = error_lines(proc, "config error")
+    assert len(lines) == 1 and lines[0].startswith("redis.url: "), proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"monitor: config error: {lines[0]}"], proc.stderr
 
 
 # -- the real process --------------------------------------------------------------------------------

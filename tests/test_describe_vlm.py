@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the pytest fixtures imported from vlm_fixtures are redefined as arguments
 """The VLM describer in the daemon, on a tiny random LLaVA: the real `monitor` process on shared
 footage, SIGHUP adapter hot swap, the candidate -> pair conversion, `monitor models inspect`,
 and the one-line errors."""
@@ -21,12 +20,13 @@ from support import (
     assert_no_traceback,
     error_lines,
     free_port,
+    make_adapter,
     monitor_env,
     need_video,
     read_events,
     run_monitor,
+    scene,
 )
-from vlm_fixtures import make_adapter, scene, tiny_llava  # noqa: F401
 
 from monitor.cli import main
 from monitor.config import DescriberConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from vlm_fixtures import tiny_training_setup
+from support import tiny_training_setup
 
 from finetune.adapters import LoraSettings
 from finetune.train import LOG_FILE, Trainer, TrainSettings

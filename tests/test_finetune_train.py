@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import REPO, assert_no_traceback, default_sigint, error_lines, monitor_env
-from vlm_fixtures import tiny_training_setup
+from support import REPO, assert_no_traceback, default_sigint, error_lines, monitor_env, tiny_training_setup
 
 from finetune.adapters import COMPRESSOR_FILE
 from finetune.train import LOG_FILE, TrainSettings, train

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from support import assert_no_traceback, monitor_env, read_events, run_monitor
 
+from monitor.cli import build_parser
 from monitor.scene.scripted import render_sample_scene
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -162,10 +164,39 @@ def test_demo_runs_the_embedded_default(tmp_path):
     assert any("arrived" in line for line in lines) and any("left" in line for line in lines)
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["check-config"], ["tail"], ["sample"], ["bench"]])
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, its parser) for `monitor` and every subcommand under it, at any depth."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _commands(child, (*path, name))
+
+
+COMMANDS = dict(_commands(build_parser()))
+OPTION = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")  # an option string as a whole word
+
+
+@pytest.mark.parametrize("command", list(COMMANDS), ids=lambda path: " ".join(path) or "monitor")
 def test_help_everywhere(command):
+    """`monitor ... --help` prints that command's own help: its usage line and every option,
+    positional and subcommand its argparse parser defines (and, in the usage, no other option)."""
+    parser = COMMANDS[command]
     proc = run_monitor(*command, "--help")
-    assert proc.returncode == 0 and "usage: monitor" in proc.stdout
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    usage = proc.stdout.split("\n\n", 1)[0]
+    assert re.match(rf"usage: {re.escape(' '.join(('monitor', *command)))}(\s|$)", usage), proc.stdout
+    optionals = [a for a in parser._actions if a.option_strings]
+    for option in (o for a in optionals for o in a.option_strings):
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", proc.stdout), (option, proc.stdout)
+    # the usage shows each option once by its first spelling: exactly this parser's options
+    assert set(OPTION.findall(usage)) == {a.option_strings[0] for a in optionals}, usage
+    for action in parser._actions:
+        if action.option_strings:
+            continue
+        assert re.search(rf"(?<![\w-]){re.escape(action.metavar or action.dest)}(?![\w-])", usage), usage
+        for name in action.choices if isinstance(action, argparse._SubParsersAction) else ():  # each listed
+            assert re.search(rf"^ +{re.escape(name)}(\s|$)", proc.stdout, re.MULTILINE), (name, proc.stdout)
 
 
 def test_sample_writes_video_and_truth(tmp_path: Path):

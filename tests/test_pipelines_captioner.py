@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the pytest fixtures imported from vlm_fixtures are redefined as arguments
 """ChangeCaptioner on a tiny random LLaVA through the production load path: determinism, batching,
 the frame cache, LoRA adapters, quantization, bad checkpoints, inspection, prompt clean-up."""
 
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from vlm_fixtures import make_adapter, pairs_with_keys, scene, tiny_llava  # noqa: F401
+from support import make_adapter, pairs_with_keys, scene
 
 from pipelines.captioner import ChangeCaptioner
 from pipelines.checkpoint import CheckpointError, inspect_checkpoint

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the pytest fixtures imported from vlm_fixtures are redefined as arguments
 """CompressedCaptioner and pair mode on a tiny random LLaVA loaded through the production path:
 LM token counts measured on the real inputs_embeds, save/load, zero-initialised gates, delta
 tokens, training batches."""
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from vlm_fixtures import pairs_with_keys, scene, tiny_llava  # noqa: F401
+from support import pairs_with_keys, scene
 
 from pipelines.captioner import ChangeCaptioner
 from pipelines.compressed import LORA_TARGET_MODULES, CompressedCaptioner
