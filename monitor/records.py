@@ -79,6 +79,23 @@ class Region:
 
 
 @dataclass(frozen=True, slots=True)
+class Detection:
+    """An object the detector found in one frame, in normalised 0-1 coordinates (x, y = top-left)."""
+
+    label: str  # its name in the log ("person", "car", "bag"), from `describer.detector.classes`
+    model_class: str  # the model's own class name ("handbag")
+    score: float
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @property
+    def area(self) -> float:
+        return self.w * self.h
+
+
+@dataclass(frozen=True, slots=True)
 class GateScores:
     ssim: float  # structural similarity of the working images, 1 = identical
     changed_fraction: float  # changed pixels / unmasked pixels
@@ -95,6 +112,9 @@ class ChangeCandidate:
     regions: tuple[Region, ...]
     scores: GateScores
     transient: bool = False  # the scene went back to `before`; `after` is the busiest frame
+    # False: reported before the scene was still for `settle_s`: at `max_wait_s` (constant
+    # churn, a time-lapse) or because the source ended or stopped while the change was under way.
+    settled: bool = True
     detected_at: float = field(default_factory=time.time, compare=False)  # when the gate decided
 
 

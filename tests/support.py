@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 VIDEOS = SHARED_DATA / "videos"
+DETECTOR_DIR = REPO.parent / "shared" / "models" / "coco-detector"
+DETECTOR = DETECTOR_DIR / "coco-detector.onnx"  # the real pretrained COCO detector (its README: spec, limits)
 EXAMPLE_CONFIG = REPO / "config" / "monitor.example.yaml"
 
 T0 = 1_795_000_000.0  # a fixed wall clock (2026-11-18) for hand-made events
@@ -81,13 +83,19 @@ def need_video(name: str) -> Path:
 
 
 def run_source(
-    source: Path | str, log_dir: Path, camera_id: str = "cam", gate: dict | None = None, **camera: Any
+    source: Path | str,
+    log_dir: Path,
+    camera_id: str = "cam",
+    gate: dict | None = None,
+    describer: dict | None = None,
+    **camera: Any,
 ) -> list[dict]:
     """Run one camera through the whole data path; return the events written to changes.jsonl."""
     settings = load_settings(
         None,
         cameras=[{"id": camera_id, "source": str(source), "gate": gate or {}, **camera}],
         log={"dir": str(log_dir), "reorder_window_s": 0},
+        describer=describer or {},
     )
     result = Monitor(settings).run()
     assert not result.errors, result.errors

@@ -10,6 +10,7 @@ from monitor.config.sections import (
     CameraConfig,
     CapturesConfig,
     DescriberConfig,
+    DetectorConfig,
     GateConfig,
     HttpConfig,
     JobsConfig,
@@ -24,7 +25,7 @@ from monitor.config.settings import MonitorSettings
 from monitor.config.yaml_source import read_yaml
 
 __all__ = [
-    "AlertRule", "CameraConfig", "CapturesConfig", "DescriberConfig", "GateConfig", "HttpConfig", "JobsConfig",
-    "LogConfig", "MonitorSettings", "Point", "Polygon", "RedisConfig", "Strict", "Zone",
+    "AlertRule", "CameraConfig", "CapturesConfig", "DescriberConfig", "DetectorConfig", "GateConfig", "HttpConfig",
+    "JobsConfig", "LogConfig", "MonitorSettings", "Point", "Polygon", "RedisConfig", "Strict", "Zone",
     "format_errors", "load_settings", "read_yaml",
 ]  # fmt: skip

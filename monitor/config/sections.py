@@ -7,7 +7,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 Point = tuple[float, float]
 Polygon = list[Point]
@@ -89,6 +98,49 @@ class CameraConfig(Strict):
         return value
 
 
+# What the detector's classes are called in the log; classes not listed are ignored (a COCO
+# model also "sees" scissors and clocks in empty rooms). COCO names, as in the model's labels.
+DEFAULT_DETECTOR_CLASSES: dict[str, str] = {
+    "person": "person",
+    "bicycle": "bicycle",
+    "car": "car",
+    "motorcycle": "motorcycle",
+    "bus": "bus",
+    "truck": "truck",
+    "backpack": "bag",
+    "handbag": "bag",
+    "suitcase": "bag",
+    "umbrella": "umbrella",
+    "dog": "dog",
+    "cat": "cat",
+    "bird": "bird",
+    "horse": "horse",
+    "chair": "chair",
+    "bench": "bench",
+}
+
+
+class DetectorConfig(Strict):
+    """The object detector that names what changed: an ONNX model on CPU, run only on the frames
+    the gate hands over. `model: null` = none (the embedded describer then guesses from shapes)."""
+
+    model: FilePath | None = Field(None, description="ONNX detector (CenterNet or YOLO export layout); null = none")
+    labels: FilePath | None = Field(
+        None, description="class names, one per line; default: labels.txt beside the model, else its metadata"
+    )
+    min_score: float = Field(0.2, gt=0, lt=1, description="detections below this score are ignored")
+    iou: float = Field(0.4, gt=0, le=1, description="non-maximum suppression: overlap that merges two boxes")
+    max_detections: int = Field(20, ge=1, le=300, description="boxes kept per frame")
+    fit: Literal["stretch", "letterbox"] = Field(
+        "stretch", description="how a frame is fitted to the model input (stretch: as the model was trained)"
+    )
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime threads")
+    classes: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_DETECTOR_CLASSES),
+        description="model class -> name in the log ('handbag': 'bag'); classes not listed are ignored",
+    )
+
+
 class DescriberConfig(Strict):
     kind: Literal["embedded", "vlm"] = Field("embedded", description="embedded needs no weights")
     model: str | None = Field(None, description="VLM checkpoint directory or cached repo id (kind: vlm)")
@@ -106,6 +158,7 @@ class DescriberConfig(Strict):
     queue_per_camera: int = Field(
         8, ge=1, le=4096, description="changes queued per camera; beyond, the oldest are coalesced"
     )
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="names what changed")
 
 
 class HttpConfig(Strict):

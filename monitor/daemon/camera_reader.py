@@ -16,6 +16,7 @@ from monitor.daemon.queues import CameraQueues
 from monitor.daemon.snapshot import CameraState
 from monitor.errors import SourceError
 from monitor.gate.change_gate import ChangeGate
+from monitor.records import ChangeCandidate
 from monitor.sources.reconnect import ReconnectWait
 from monitor.sources.video import VideoSource
 
@@ -91,14 +92,27 @@ class CameraReader:
             first_open(False)
             if health is not None:
                 health.close()
+            self._flush()
             self.queues.put(run, DONE)
 
-    def _gate(self, frame) -> None:
-        run = self.run
-        cand = run.gate.detect(frame)
+    def _flush(self) -> None:
+        """The reader ends (end of file, stop, failure): a change still under way is reported."""
+        try:
+            cand = self.run.gate.flush()
+        except Exception:  # noqa: BLE001 - the end marker must still be queued
+            log.exception("gate_flush_failed", camera=self.run.camera.id)
+            return
         if cand is not None:
-            run.candidates += 1
-            self.queues.put(run, cand)
+            self._hand_over(cand)
+
+    def _gate(self, frame) -> None:
+        cand = self.run.gate.detect(frame)
+        if cand is not None:
+            self._hand_over(cand)
+
+    def _hand_over(self, cand: ChangeCandidate) -> None:
+        self.run.candidates += 1
+        self.queues.put(self.run, cand)
 
     def _read_network(self, health: CameraHealth, first_open: FirstOpen) -> None:
         """Read a network camera until stopped, reconnecting whenever it fails or ends.

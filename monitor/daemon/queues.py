@@ -25,6 +25,7 @@ def coalesce(older: ChangeCandidate, newer: ChangeCandidate) -> ChangeCandidate:
         regions=newer.regions,
         scores=newer.scores,
         transient=older.transient and newer.transient,
+        settled=newer.settled,
         detected_at=older.detected_at,
     )
 

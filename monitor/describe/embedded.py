@@ -10,18 +10,22 @@ import numpy as np
 
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
-from monitor.describe.phrases import phrase
+from monitor.describe.phrases import sentence
+from monitor.detect.objects import ObjectDetector
 from monitor.records import ChangeCandidate, Frame, Region
 
 
 class EmbeddedDescriber:
-    """Geometry + HOG people detector; no weights, no GPU."""
+    """No weights, no GPU. With a detector (`describer.detector.model`), what changed is named
+    by the detector's objects where the region is; without one, by shape and OpenCV's HOG
+    people detector (people and vehicles only, "something" otherwise)."""
 
     name = "embedded"
     max_wait_s = 0.0  # fast enough one by one
 
-    def __init__(self, max_regions: int = 3):
+    def __init__(self, max_regions: int = 3, detector: ObjectDetector | None = None):
         self.max_regions = max_regions
+        self.detector = detector
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
@@ -33,16 +37,13 @@ class EmbeddedDescriber:
 
     def _one(self, cand: ChangeCandidate) -> Description:
         labels = tuple(self.label(cand, r) for r in cand.regions)
-        shown = list(zip(cand.regions, labels))[: self.max_regions]
-        parts = [phrase(r, lab, cand.transient) for r, lab in shown]
-        if len(cand.regions) > self.max_regions:
-            parts.append(f"{len(cand.regions) - self.max_regions} smaller changes elsewhere")
-        text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-        return Description(text, labels)
+        return Description(sentence(cand.regions, labels, cand.transient, cand.settled), labels)
 
     def label(self, cand: ChangeCandidate, region: Region) -> str | None:
         # Look where the thing is: the after frame, or the before frame if it went away.
         frame: Frame = cand.before if region.change == "disappeared" else cand.after
+        if self.detector is not None:
+            return self.detector.name_region(frame, region)
         h, w = frame.image.shape[:2]
         pw, ph = region.w * w, region.h * h
         if ph >= 1.2 * pw and self._has_person(frame.image, region):

@@ -1,11 +1,21 @@
-"""`build_describer(settings)`: the describer the settings name (the VLM one is imported only
-when asked for: it needs torch and transformers)."""
+"""`build_describer(settings)`: the describer the settings name, with the object detector when
+`describer.detector.model` is set (the VLM describer is imported only when asked for: it needs
+torch and transformers)."""
 
 from __future__ import annotations
 
 from monitor.config import DescriberConfig
 from monitor.describe.base import Describer
 from monitor.describe.embedded import EmbeddedDescriber
+from monitor.detect.objects import ObjectDetector
+
+
+def build_detector(settings: DescriberConfig) -> ObjectDetector | None:
+    if settings.detector.model is None:
+        return None
+    from monitor.detect.onnx_detector import OnnxDetector
+
+    return ObjectDetector(OnnxDetector(settings.detector))
 
 
 def build_describer(settings: DescriberConfig | str, model: str | None = None) -> Describer:
@@ -13,7 +23,7 @@ def build_describer(settings: DescriberConfig | str, model: str | None = None) -
     if isinstance(settings, str):
         settings = DescriberConfig(kind=settings, model=model)
     if settings.kind == "embedded":
-        return EmbeddedDescriber()
+        return EmbeddedDescriber(detector=build_detector(settings))
     from monitor.describe.vlm import VlmDescriber
 
     return VlmDescriber(settings)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from monitor.records import Region
 
 
@@ -19,28 +21,93 @@ def place_name(region: Region) -> str:
     return names[row][col]
 
 
-_VERBS = {
-    # (change, is a thing that moves by itself) -> verb phrase
-    ("appeared", True): "arrived {place}",
-    ("appeared", False): "appeared {place} and stayed",
-    ("disappeared", True): "left {where}",
-    ("disappeared", False): "was removed from {where}",
-    ("moved", True): "moved {place}",
-    ("moved", False): "was moved {place}",
-    ("changed", True): "changed {place}",
-    ("changed", False): "changed {place}",
+# Things that come and go by themselves: they "arrive" and "leave"; anything else "was left"
+# (a known object, put down) or "appeared and stayed" (unknown), "was taken" or "was removed".
+MOVES_BY_ITSELF = frozenset(
+    {"person", "vehicle", "car", "bus", "truck", "motorcycle", "bicycle", "dog", "cat", "bird", "horse"}
+)
+_PLURALS = {"person": "people", "bus": "buses"}
+MAX_CLAUSES = 3  # a busy scene is summarised, never listed
+
+# (change, kind) -> (singular, plural) verb phrase; kind: "self" moves by itself, "object" is
+# a known thing that is carried, "unknown" is not known.
+_VERBS: dict[tuple[str, str], tuple[str, str]] = {
+    ("appeared", "self"): ("arrived {place}", "arrived {place}"),
+    ("appeared", "object"): ("was left {place}", "were left {place}"),
+    ("appeared", "unknown"): ("appeared {place} and stayed", "appeared {place} and stayed"),
+    ("disappeared", "self"): ("left {where}", "left {where}"),
+    ("disappeared", "object"): ("was taken from {where}", "were taken from {where}"),
+    ("disappeared", "unknown"): ("was removed from {where}", "were removed from {where}"),
+    ("moved", "self"): ("moved {place}", "moved {place}"),
+    ("moved", "object"): ("was moved {place}", "were moved {place}"),
+    ("moved", "unknown"): ("was moved {place}", "were moved {place}"),
+    ("changed", "self"): ("changed {place}", "changed {place}"),
+    ("changed", "object"): ("changed {place}", "changed {place}"),
+    ("changed", "unknown"): ("changed {place}", "changed {place}"),
 }
 
 
 def _where(place: str) -> str:
-    # "at the lower left" -> "the lower left"; "in the centre" -> "the centre"
-    return place.split(" ", 1)[1]
+    # "at the lower left" -> "the lower left"; "on the left" -> "the left side" (never "left the left")
+    where = place.split(" ", 1)[1]
+    return f"{where} side" if where in ("the left", "the right") else where
 
 
-def phrase(region: Region, label: str | None, transient: bool) -> str:
-    noun = {"person": "a person", "vehicle": "a vehicle"}.get(label or "", "something")
-    place = place_name(region)
+def noun(label: str | None, count: int = 1) -> str:
+    """'a person', 'an umbrella', '3 people', 'something', '2 things'."""
+    if label is None:
+        return "something" if count == 1 else f"{count} things"
+    if count == 1:
+        return f"{'an' if label[0] in 'aeiou' else 'a'} {label}"
+    return f"{count} {_PLURALS.get(label, label + 's')}"
+
+
+def _kind(label: str | None) -> str:
+    return "unknown" if label is None else ("self" if label in MOVES_BY_ITSELF else "object")
+
+
+# A change reported before it settled (constant traffic, the end of a file): what moved is
+# known, not whether it stayed or went: never "arrived", "stayed" or "left".
+_UNSETTLED = {
+    "self": ("was moving {place}", "were moving {place}"),
+    "object": ("was moved {place}", "were moved {place}"),
+    "unknown": ("was moving {place}", "were moving {place}"),
+}
+SEVERAL_PLACES = "in several places"
+
+
+def phrase(
+    region: Region, label: str | None, transient: bool, count: int = 1, settled: bool = True, place: str | None = None
+) -> str:
+    """One clause: 'a vehicle arrived on the right', '2 people passed through the centre'."""
+    place = place or place_name(region)
+    subject = noun(label, count)
     if transient:
-        return f"{noun} passed through {_where(place)}" if label else f"something moved briefly {place}"
-    verb = _VERBS[(region.change, label in ("person", "vehicle"))]
-    return f"{noun} {verb.format(place=place, where=_where(place))}"
+        return f"{subject} passed through {_where(place)}" if label else f"{subject} moved briefly {place}"
+    verbs = _VERBS[(region.change, _kind(label))] if settled else _UNSETTLED[_kind(label)]
+    singular, plural = verbs
+    verb = singular if count == 1 else plural
+    return f"{subject} {verb.format(place=place, where=_where(place))}"
+
+
+def sentence(regions: Sequence[Region], labels: Sequence[str | None], transient: bool, settled: bool = True) -> str:
+    """The regions of one change as at most MAX_CLAUSES clauses: the same thing happening at the
+    same place is one clause with a count ('2 people arrived on the left'), and what does not fit
+    is counted ('and 4 more changes elsewhere')."""
+    groups: dict[tuple, list[Region]] = {}
+    ongoing = not settled and not transient  # what moved, by kind, wherever it was
+    for region, label in zip(regions, labels):
+        key = (label,) if ongoing else (label, region.change, place_name(region))
+        groups.setdefault(key, []).append(region)
+    clauses = []
+    for key, rs in groups.items():
+        places = {place_name(r) for r in rs}
+        place = places.pop() if len(places) == 1 else SEVERAL_PLACES
+        clauses.append(phrase(rs[0], key[0], transient, len(rs), settled, place))
+    if len(clauses) > MAX_CLAUSES:
+        shown = clauses[: MAX_CLAUSES - 1]
+        rest = sum(len(rs) for rs in list(groups.values())[MAX_CLAUSES - 1 :])
+        clauses = [*shown, f"{rest} more changes elsewhere"]  # two groups or more: never "1 more"
+    if not clauses:
+        return "something changed"
+    return clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]

@@ -60,6 +60,7 @@ class ChangeGate:
         self._onset: float | None = None
         self._still_since: float | None = None
         self._peak: tuple[float, Frame, np.ndarray] | None = None  # (fraction, frame, image in ref space)
+        self._latest: tuple | None = None  # while a change is under way: its last frame, for `flush`
         self._cooldown_until = -1.0
         self._resume_frames = 0  # frames left that skip the background model's confirmation
         self.fires = 0
@@ -110,11 +111,19 @@ class ChangeGate:
         # Still since the previous frame: nothing moved between it and this one.
         self._still_since = (self._still_since if self._still_since is not None else prev_t) if still else None
         settled = self._still_since is not None and t - self._still_since >= self.cfg.settle_s
+        self._latest = (frame, img, cur, to_model, changed, frac)
         if not settled and t - self._onset < self.cfg.max_wait_s:
             return None
         if t < self._cooldown_until:
             return None  # the cooldown delays the report; the change keeps accumulating
-        return self._finish(frame, img, cur, to_model, changed, frac)
+        return self._finish(frame, img, cur, to_model, changed, frac, settled)
+
+    def flush(self) -> ChangeCandidate | None:
+        """The source ended or was stopped: the change under way, if any, as it stands at the
+        last frame (not settled), so no change is lost at the end of a file or on SIGTERM."""
+        if self._onset is None or self._latest is None:
+            return None
+        return self._finish(*self._latest, settled=False)
 
     # -- helpers -------------------------------------------------------------------------
     def working_image(self, image: np.ndarray) -> np.ndarray:
@@ -188,10 +197,17 @@ class ChangeGate:
         return ssim(cv2.pyrDown(a), cv2.pyrDown(b), self._half_valid)
 
     def _finish(
-        self, frame: Frame, img: np.ndarray, cur: np.ndarray, to_model: Exposure, changed: np.ndarray, frac: float
+        self,
+        frame: Frame,
+        img: np.ndarray,
+        cur: np.ndarray,
+        to_model: Exposure,
+        changed: np.ndarray,
+        frac: float,
+        settled: bool,
     ) -> ChangeCandidate | None:
         onset, peak = self._onset, self._peak
-        self._onset, self._still_since, self._peak = None, None, None
+        self._onset, self._still_since, self._peak, self._latest = None, None, None, None
         assert onset is not None and peak is not None and self._ref is not None
         before, before_img = self._ref, self._ref_img
         model_to_before = self._ref_to_model.inverse()
@@ -216,4 +232,4 @@ class ChangeGate:
             return None
         self._cooldown_until = frame.media_time + self.cfg.cooldown_s
         scores = GateScores(ssim=round(self._half_ssim(after_img, before_img), 4), changed_fraction=round(frac, 5))
-        return ChangeCandidate(self.camera_id, before, after, onset, tuple(regions), scores, transient)
+        return ChangeCandidate(self.camera_id, before, after, onset, tuple(regions), scores, transient, settled)

@@ -1,0 +1,125 @@
+"""What the log says, and that every change reaches it: the sentences of the embedded describer
+(counts, no repeated clause, no nonsense place, "stayed" only for what settled), a change under
+way when the source ends, and the real detector naming what changed on the shared footage."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from support import DETECTOR, VIDEOS, direction, run_source
+
+from monitor.config import GateConfig
+from monitor.describe.phrases import MAX_CLAUSES, noun, sentence
+from monitor.gate.change_gate import ChangeGate
+from monitor.records import Frame, Region
+
+
+def region(x: float, y: float, change: str = "appeared") -> Region:
+    return Region(x, y, 0.1, 0.1, change, 0.01)
+
+
+def clauses(text: str) -> list[str]:
+    return [c for c in re.split(r", | and (?=\d|a |an |some|one )", text) if c]
+
+
+# -- sentences ---------------------------------------------------------------------------------
+def test_the_same_thing_at_the_same_place_is_one_clause_with_a_count() -> None:
+    text = sentence([region(0.1, 0.4), region(0.12, 0.42)], [None, None], transient=False)
+    assert text == "2 things appeared on the left and stayed"
+    text = sentence([region(0.1, 0.4), region(0.15, 0.4)], ["person", "person"], transient=False)
+    assert text == "2 people arrived on the left"
+
+
+def test_a_busy_scene_is_summarised_in_at_most_three_clauses() -> None:
+    regs = [region(x, y) for x in (0.05, 0.45, 0.85) for y in (0.05, 0.45, 0.85)]
+    text = sentence(regs, ["car"] * 9, transient=False)
+    parts = clauses(text)
+    assert len(parts) <= MAX_CLAUSES, text
+    assert text.endswith("and 7 more changes elsewhere"), text
+    assert len(set(parts)) == len(parts), text
+    one_more = sentence(
+        [region(0.05, 0.05), region(0.45, 0.45), region(0.85, 0.85), region(0.85, 0.05)], ["car"] * 4, False
+    )
+    assert one_more.endswith("and 2 more changes elsewhere") and "1 more changes" not in one_more
+
+
+def test_no_nonsense_places() -> None:
+    assert sentence([region(0.05, 0.45, "disappeared")], ["car"], False) == "a car left the left side"
+    assert sentence([region(0.85, 0.45, "disappeared")], ["person"], False) == "a person left the right side"
+
+
+def test_objects_are_left_and_taken() -> None:
+    assert sentence([region(0.85, 0.85)], ["bag"], False) == "a bag was left at the lower right"
+    assert sentence([region(0.85, 0.85, "disappeared")], ["bag"], False) == "a bag was taken from the lower right"
+    assert noun("umbrella") == "an umbrella" and noun("bus", 2) == "2 buses" and noun(None, 3) == "3 things"
+
+
+def test_stayed_and_arrived_only_for_what_settled() -> None:
+    regs = [region(0.05, 0.45), region(0.45, 0.45), region(0.5, 0.5)]
+    text = sentence(regs, ["car", "car", None], transient=False, settled=False)
+    assert text == "2 cars were moving in several places and something was moving in the centre"
+    assert "stayed" not in text and "arrived" not in text
+
+
+# -- every change reaches the log ----------------------------------------------------------
+def _frames(moving_from: float, seconds: float, fps: float = 2.0):
+    """A still grey scene; from `moving_from` s a bright square keeps moving to the right."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(90, 110, (120, 160, 3), dtype=np.uint8)
+    for i in range(int(seconds * fps)):
+        t = i / fps
+        img = base.copy()
+        if t >= moving_from:
+            x = int(10 + 12 * (t - moving_from))
+            img[40:80, x : x + 30] = 230
+        yield Frame("cam", i, t, 1_795_000_000.0 + t, img)
+
+
+def test_a_change_under_way_when_the_source_ends_is_reported() -> None:
+    gate = ChangeGate("cam", GateConfig(), sample_fps=2.0)
+    out = [c for f in _frames(moving_from=5.0, seconds=9.0) if (c := gate.detect(f)) is not None]
+    assert out == []  # still moving at the end of the clip, and max_wait_s (10 s) not reached
+    cand = gate.flush()
+    assert cand is not None and not cand.settled and cand.regions, cand
+    assert cand.after.media_time == pytest.approx(8.5) and cand.onset_media_time >= 5.0
+    assert gate.flush() is None  # reported once
+
+
+def test_a_still_scene_flushes_nothing() -> None:
+    gate = ChangeGate("cam", GateConfig(), sample_fps=2.0)
+    assert [gate.detect(f) for f in _frames(moving_from=99.0, seconds=6.0)] == [None] * 12
+    assert gate.flush() is None
+
+
+# -- the real detector on the shared footage, through the whole data path ------------------
+DETECTOR_ON = {"detector": {"model": str(DETECTOR)}}
+
+
+def test_room_every_person_is_a_person(tmp_path) -> None:
+    events = run_source(VIDEOS / "one-by-one-person-detection.mp4", tmp_path, "room", describer=DETECTOR_ON)
+    comings = [e for e in events if direction(e) == "arrived"]
+    goings = [e for e in events if direction(e) == "left"]
+    assert len(comings) == 6 and len(goings) == 6, [e["text"] for e in events]
+    for e in comings + goings:
+        assert e["text"].startswith("a person "), e["text"]
+        assert [r["label"] for r in e["regions"]] == ["person"] * len(e["regions"]), e["regions"]
+
+
+def test_cars_seen_from_above_are_never_people(tmp_path) -> None:
+    events = run_source(VIDEOS / "car-detection.mp4", tmp_path, "aisle", describer=DETECTOR_ON)
+    assert events, "cars drove through and nothing was logged"
+    for e in events:
+        assert "person" not in e["text"] and "people" not in e["text"], e["text"]
+        assert all(r["label"] != "person" for r in e["regions"]), e["regions"]
+
+
+def test_passing_traffic_never_stayed(tmp_path) -> None:
+    events = run_source(VIDEOS / "motorway-cctv.avi", tmp_path, "motorway", describer=DETECTOR_ON)
+    assert events
+    for e in events:
+        parts = clauses(e["text"])
+        assert "stayed" not in e["text"], e["text"]
+        assert len(parts) <= MAX_CLAUSES and len(set(parts)) == len(parts), e["text"]
+    assert any(re.search(r"\b(car|cars|truck|trucks|bus|buses)\b", e["text"]) for e in events), events
