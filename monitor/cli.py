@@ -1,4 +1,4 @@
-"""`monitor` command line: run, check-config, tail, alerts, sample, bench."""
+"""`monitor` command line: run, check-config, tail, alerts, eval-log, sample, models, bench."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from monitor.argtypes import positive_int
+from monitor.argtypes import positive_float, positive_int
 from monitor.bench.output import add_json_option
 from monitor.commands import (
     DEMO_SECONDS,
@@ -20,6 +20,7 @@ from monitor.commands import (
     cmd_alerts,
     cmd_bench,
     cmd_check_config,
+    cmd_eval_log,
     cmd_models,
     cmd_run,
     cmd_sample,
@@ -131,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--count", type=positive_int, metavar="N", help="exit after N alerts")
     a.set_defaults(func=cmd_alerts)
+
+    e = sub.add_parser(
+        "eval-log",
+        help="score a change log against a truth file",
+        description="Score LOG_DIR/changes.jsonl against TRUTH.json: arrivals and departures found, direction, "
+        "object named, left-behind objects persisting, events in quiet stretches, sentence defects. "
+        "Truth: the shared *.truth.json (present_intervals_s) or the synthetic scene's (events); see the README.",
+    )
+    e.add_argument("log_dir", type=Path, metavar="LOG_DIR")
+    e.add_argument("truth", type=Path, metavar="TRUTH.json")
+    e.add_argument("--camera", help="only this camera (needed when the log holds several)")
+    e.add_argument(
+        "--tolerance", type=positive_float, default=2.0, metavar="S", help="seconds of slack at each edge (default 2)"
+    )
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=cmd_eval_log)
 
     s = sub.add_parser("sample", help="render the synthetic sample scene (+ truth JSON)")
     s.add_argument("out", type=Path, help="output .mp4")

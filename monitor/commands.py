@@ -170,6 +170,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return tail(args.log_dir, follow=args.follow, camera=args.camera, as_json=args.json, lines=args.lines)
 
 
+def cmd_eval_log(args: argparse.Namespace) -> int:
+    from monitor.readers.eval_log import eval_log
+
+    return eval_log(args.log_dir, args.truth, args.camera, args.tolerance, args.json)
+
+
 def _redis_url(value: str | None) -> str:
     url = os.environ.get("MONITOR_REDIS__URL") if value in (None, "env") else value
     if not url:

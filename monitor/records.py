@@ -154,6 +154,8 @@ class ChangeEvent(BaseModel):
     describer: str
     latency_ms: float
     outage_s: float | None = None  # camera_online: how long the camera was down
+    transient: bool = False  # the scene went back to how it was: something passed through
+    settled: bool = True  # False: reported while still changing (at max_wait_s, or as the source ended)
 
     def line(self) -> str:
         """The human-readable log line: `08:14:03 lot-east: a white van parked ...`."""

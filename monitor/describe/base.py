@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from monitor.config import DescriberConfig
-from monitor.records import ChangeCandidate
+from monitor.records import ChangeCandidate, Region
 
 
 @dataclass(frozen=True, slots=True)
 class Description:
     text: str
     labels: tuple[str | None, ...]  # one per candidate region, same order
+    # The candidate's regions as the describer saw them (label, and the verdict an object
+    # detector corrected); empty = the gate's regions with `labels`.
+    regions: tuple[Region, ...] = ()
 
 
 class Describer(Protocol):

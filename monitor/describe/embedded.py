@@ -4,6 +4,7 @@ built-in HOG people detector; it says "something" when it cannot tell what chang
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -36,14 +37,17 @@ class EmbeddedDescriber:
         return running  # nothing to change live
 
     def _one(self, cand: ChangeCandidate) -> Description:
-        labels = tuple(self.label(cand, r) for r in cand.regions)
-        return Description(sentence(cand.regions, labels, cand.transient, cand.settled), labels)
+        if self.detector is not None:
+            regions = tuple(self.detector.judge(cand.before, cand.after, r, cand.transient) for r in cand.regions)
+        else:
+            regions = tuple(replace(r, label=self.label(cand, r)) for r in cand.regions)
+        labels = tuple(r.label for r in regions)
+        return Description(sentence(regions, labels, cand.transient, cand.settled), labels, regions)
 
     def label(self, cand: ChangeCandidate, region: Region) -> str | None:
+        """Without a detector: people by shape and HOG, vehicles by shape, else None."""
         # Look where the thing is: the after frame, or the before frame if it went away.
         frame: Frame = cand.before if region.change == "disappeared" else cand.after
-        if self.detector is not None:
-            return self.detector.name_region(frame, region)
         h, w = frame.image.shape[:2]
         pw, ph = region.w * w, region.h * h
         if ph >= 1.2 * pw and self._has_person(frame.image, region):

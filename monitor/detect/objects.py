@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Protocol
 
 from monitor.records import Detection, Frame, Region
@@ -52,11 +53,32 @@ class ObjectDetector:
                 self._cache.popitem(last=False)
         return found
 
-    def name_region(self, frame: Frame, region: Region) -> str | None:
-        """The label of the object that best covers `region` in `frame`, None when none does."""
-        best: tuple[float, float, str] | None = None
+    def covering(self, frame: Frame, region: Region) -> Detection | None:
+        """The object that best covers `region` in `frame`, None when none does."""
+        best: tuple[float, float, Detection] | None = None
         for det in self.objects(frame):
             cover, iou = overlap(region, det)
             if cover >= MIN_COVER and (best is None or (iou, det.score) > best[:2]):
-                best = (iou, det.score, det.label)
+                best = (iou, det.score, det)
         return best[2] if best else None
+
+    def name_region(self, frame: Frame, region: Region) -> str | None:
+        found = self.covering(frame, region)
+        return found.label if found else None
+
+    def judge(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
+        """`region` with its label, and its verdict from the objects when they are decisive: an
+        object at the region only before it left ("disappeared"), only after it came
+        ("appeared"), whatever the pixels against a background suggested (a background that
+        held the object, say, because it was in view when the camera started)."""
+        if transient:  # `after` is the busiest frame of a change that reverted
+            now = self.covering(after, region)
+            return replace(region, label=now.label if now else None)
+        was, now = self.covering(before, region), self.covering(after, region)
+        if was is not None and now is None:
+            return replace(region, change="disappeared", label=was.label)
+        if now is not None and was is None:
+            return replace(region, change="appeared", label=now.label)
+        if now is not None:
+            return replace(region, label=(was if region.change == "disappeared" else now).label)
+        return replace(region, label=None)

@@ -6,16 +6,24 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from monitor.daemon.camera_health import HealthNotice
 from monitor.errors import mask_secrets
-from monitor.records import ChangeCandidate, ChangeEvent, RegionOut, ScoresOut, iso_utc, make_event_id
+from monitor.records import ChangeCandidate, ChangeEvent, Region, RegionOut, ScoresOut, iso_utc, make_event_id
 
 
 def change_event(
-    cand: ChangeCandidate, seq: int, text: str, labels: Sequence[str | None], describer: str
+    cand: ChangeCandidate,
+    seq: int,
+    text: str,
+    labels: Sequence[str | None],
+    describer: str,
+    regions: Sequence[Region] = (),
 ) -> ChangeEvent:
+    """`regions`: as the describer refined them (labels, corrected verdicts); default the gate's."""
     stream_start = cand.after.wall_time - cand.after.media_time
+    regions = regions or [replace(r, label=lab) for r, lab in zip(cand.regions, labels)]
     return ChangeEvent(
         event_id=make_event_id(cand.camera_id, stream_start, cand.after.seq),
         camera=cand.camera_id,
@@ -26,15 +34,18 @@ def change_event(
         media_t_after=round(cand.after.media_time, 3),
         media_t_onset=round(cand.onset_media_time, 3),
         text=text,
-        regions=[
-            RegionOut(x=round(r.x, 4), y=round(r.y, 4), w=round(r.w, 4), h=round(r.h, 4), change=r.change, label=lab)
-            for r, lab in zip(cand.regions, labels)
-        ],
+        regions=[region_out(r) for r in regions],
         scores=ScoresOut(ssim=cand.scores.ssim, changed_fraction=cand.scores.changed_fraction),
         describer=describer,
+        transient=cand.transient,
+        settled=cand.settled,
         # From the gate's decision to the finished sentence (queueing + describing).
         latency_ms=round((time.time() - cand.detected_at) * 1000.0, 1),
     )
+
+
+def region_out(r: Region) -> RegionOut:
+    return RegionOut(x=round(r.x, 4), y=round(r.y, 4), w=round(r.w, 4), h=round(r.h, 4), change=r.change, label=r.label)
 
 
 def health_event(notice: HealthNotice, seq: int) -> ChangeEvent:
