@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--sample-fps", type=float, default=1.0)
     bg.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
     bg.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
+    bg.add_argument(
+        "--detector", type=Path, metavar="ONNX", help="also measure with this object detector naming each change"
+    )
     add_json_option(bg)
     bg.set_defaults(func=cmd_bench)
     br = bench.add_parser("redis", help="Redis delivery throughput against a throwaway redis-server")

@@ -63,3 +63,22 @@ def test_bench_gate_without_skimage(monkeypatch: pytest.MonkeyPatch, capsys: pyt
 def test_bench_gate_missing_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_gate(_args("--video", str(tmp_path / "nope.mp4"))) == 1
     assert "no such video" in capsys.readouterr().err
+
+
+def test_bench_gate_with_the_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--detector`: a fourth row, the detector's ms per change, and the side-by-side ratio."""
+    from support import DETECTOR
+
+    out = tmp_path / "d.json"
+    args = ["--video", str(VIDEO), "--seconds", "20", "--repeat", "1", "--detector", str(DETECTOR)]
+    assert bench_gate(_args(*args, "--json", str(out))) == 0
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    runs = {r["mode"]: r for r in doc["results"]}
+    assert set(runs) == {*MODES, "ours-keyframes+detector"}
+    with_detector, plain = runs["ours-keyframes+detector"], runs["ours-keyframes"]
+    assert with_detector["events"] == plain["events"] >= 1  # a person arrives at 6 s
+    assert with_detector["detector_ms_per_change"] > 0 and plain["detector_ms_per_change"] is None
+    ratio = doc["detector_goal"]["ratios"][VIDEO.name]
+    assert ratio == pytest.approx(with_detector["cameras_per_core"] / plain["cameras_per_core"], rel=0.01)
+    assert "det ms/change" in capsys.readouterr().out
+    assert bench_gate(_args("--video", str(VIDEO), "--detector", str(tmp_path / "none.onnx"))) == 1

@@ -123,3 +123,10 @@ def test_passing_traffic_never_stayed(tmp_path) -> None:
         assert "stayed" not in e["text"], e["text"]
         assert len(parts) <= MAX_CLAUSES and len(set(parts)) == len(parts), e["text"]
     assert any(re.search(r"\b(car|cars|truck|trucks|bus|buses)\b", e["text"]) for e in events), events
+
+
+def test_without_a_detector_cars_seen_from_above_are_not_people(tmp_path) -> None:
+    """The embedded describer without a detector says less: "something" unless a person is sure."""
+    events = run_source(VIDEOS / "car-detection.mp4", tmp_path, "aisle")
+    assert events
+    assert all("person" not in e["text"] for e in events), [e["text"] for e in events]

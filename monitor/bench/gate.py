@@ -8,7 +8,11 @@ Three measurements per video, in this order and in one process, each single-thre
   scikit-image's full-resolution SSIM (grey, data_range=255) against the previous sampled frame;
 - `ours-keyframes`: `VideoSource` as the monitor runs it (keyframes-only decoding when the GOP is
   no longer than the sample interval) + `ChangeGate.detect` on every sampled frame;
-- `ours-all-frames`: the same with keyframes-only decoding forced off.
+- `ours-all-frames`: the same with keyframes-only decoding forced off;
+- `ours-keyframes+detector` (with `--detector MODEL`): `ours-keyframes` plus the embedded
+  describer naming every change with that object detector (its before and after frames), as
+  the daemon runs it; `det ms/change` is the detector's share per change, and the goal is that
+  cameras per core fall by at most 10 % against `ours-keyframes`, measured side by side.
 
 Sampling is the same presentation-time grid in all three (`monitor.sources.sampler.Sampler`).
 """
@@ -29,7 +33,10 @@ import cv2
 import numpy as np
 
 from monitor.bench.output import report
-from monitor.config import CameraConfig, GateConfig
+from monitor.config import CameraConfig, DetectorConfig, GateConfig
+from monitor.describe.embedded import EmbeddedDescriber
+from monitor.detect.objects import ObjectDetector
+from monitor.detect.onnx_detector import OnnxDetector
 from monitor.gate.change_gate import ChangeGate
 from monitor.records import Frame
 from monitor.sources.sampler import Sampler
@@ -56,6 +63,7 @@ class Run:
     cpu_s: float
     wall_s: float
     events: int | None = None  # gate candidates (ours only)
+    detector_ms_per_change: float | None = None  # ours-keyframes+detector only
     cpu_ms_per_frame: float = 0.0
     wall_ms_per_frame: float = 0.0
     frames_per_s_per_core: float = 0.0
@@ -99,9 +107,15 @@ def run_naive(path: Path, sample_fps: float, seconds: float | None, structural_s
     return Run(path.name, "naive-ssim", "all-frames", sampled, decoded, cpu, wall)
 
 
-def run_ours(path: Path, sample_fps: float, seconds: float | None, keyframes: bool) -> Run:
+def run_ours(
+    path: Path, sample_fps: float, seconds: float | None, keyframes: bool, detector_model: Path | None = None
+) -> Run:
     cam_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)[:64] or "camera"
     cam = CameraConfig(id=cam_id, source=str(path), sample_fps=sample_fps)
+    detector = describer = None
+    if detector_model is not None:  # loaded before the clock starts, as the daemon does at start
+        detector = ObjectDetector(OnnxDetector(DetectorConfig(model=detector_model)))
+        describer = EmbeddedDescriber(detector=detector)
     sampled = events = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
     source = VideoSource(cam, realtime=False, keyframes=keyframes)
@@ -111,14 +125,21 @@ def run_ours(path: Path, sample_fps: float, seconds: float | None, keyframes: bo
         for frame in frames:
             if seconds is not None and frame.media_time >= seconds:
                 break
-            if gate.detect(frame) is not None:
+            cand = gate.detect(frame)
+            if cand is not None:
                 events += 1
+                if describer is not None:
+                    describer.describe([cand])
             sampled += 1
     finally:
         frames.close()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     mode = "ours-keyframes" if keyframes else "ours-all-frames"
-    return Run(path.name, mode, source.stats.mode, sampled, source.stats.decoded, cpu, wall, events)
+    run = Run(path.name, mode, source.stats.mode, sampled, source.stats.decoded, cpu, wall, events)
+    if detector is not None:
+        run.mode += "+detector"
+        run.detector_ms_per_change = 1000.0 * detector.seconds / max(1, events)
+    return run
 
 
 def _best(measure, repeat: int) -> Run:
@@ -174,6 +195,7 @@ def format_table(runs: list[Run], sample_fps: float) -> str:
         "frames/s/core",
         f"cameras@{sample_fps:g}fps/core",
         "speedup",
+        "det ms/change",
     ]
     rows = [
         [
@@ -186,6 +208,7 @@ def format_table(runs: list[Run], sample_fps: float) -> str:
             f"{r.frames_per_s_per_core:.1f}",
             f"{r.cameras_per_core:.1f}",
             "-" if r.speedup is None else f"{r.speedup:.1f}x",
+            "-" if r.detector_ms_per_change is None else f"{r.detector_ms_per_change:.0f}",
         ]
         for r in runs
     ]
@@ -219,6 +242,29 @@ def evaluate_goal(runs: list[Run], sample_fps: float) -> dict:
     }
 
 
+def evaluate_detector_goal(runs: list[Run]) -> dict:
+    """Cameras per core with the detector on against without, per video, side by side."""
+    plain = {r.video: r for r in runs if r.mode == "ours-keyframes"}
+    ratios = {
+        r.video: round(r.cameras_per_core / max(plain[r.video].cameras_per_core, 1e-9), 3)
+        for r in runs
+        if r.mode == "ours-keyframes+detector" and r.video in plain
+    }
+    worst = min(ratios.values(), default=None)
+    return {
+        "text": "with the detector on, cameras per core fall by at most 10 %",
+        "ratios": ratios,
+        "worst": worst,
+        "pass": worst is not None and worst >= 0.9,
+    }
+
+
+def detector_goal_line(goal: dict) -> str:
+    per_video = ", ".join(f"{v} {100 * x:.0f} %" for v, x in goal["ratios"].items())
+    verdict = "PASS" if goal["pass"] else "FAIL"
+    return f"goal: {goal['text']}: {per_video} of cameras/core kept {verdict}"
+
+
 def goal_line(goal: dict) -> str:
     text = f"goal: {goal['text']}"
     if not goal["evaluated"]:
@@ -241,6 +287,10 @@ def bench_gate(args) -> int:
         return 1
     sample_fps = float(args.sample_fps)
     seconds = getattr(args, "seconds", None)
+    detector_model = getattr(args, "detector", None)
+    if detector_model is not None and not Path(detector_model).is_file():
+        print(f"monitor: error: --detector: no such file: {detector_model}", file=sys.stderr)
+        return 1
     repeat = max(1, int(getattr(args, "repeat", 1) or 1))
     if not 0 < sample_fps <= 60:
         print(f"monitor: error: --sample-fps must be in (0, 60], got {sample_fps:g}", file=sys.stderr)
@@ -271,6 +321,8 @@ def bench_gate(args) -> int:
                 _best(partial(run_ours, path, sample_fps, seconds, True), repeat),
                 _best(partial(run_ours, path, sample_fps, seconds, False), repeat),
             ]
+            if detector_model is not None:
+                group.append(_best(partial(run_ours, path, sample_fps, seconds, True, detector_model), repeat))
             for r in group:
                 r.derive(sample_fps)
                 r.speedup = naive.cpu_ms_per_frame / max(r.cpu_ms_per_frame, 1e-9) if naive.sampled else None
@@ -279,6 +331,7 @@ def bench_gate(args) -> int:
         cv2.setNumThreads(threads)
 
     goal = evaluate_goal(runs, sample_fps)
+    detector_goal = evaluate_detector_goal(runs) if detector_model is not None else None
     doc = {
         "benchmark": "gate",
         "sample_fps": sample_fps,
@@ -288,6 +341,10 @@ def bench_gate(args) -> int:
         "machine": machine_info(),
         "results": [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(r).items()} for r in runs],
         "goal": goal,
+        "detector_goal": detector_goal,
     }
-    report(args, doc, lambda: print(format_table(runs, sample_fps) + "\n" + goal_line(goal)))
+    lines = [format_table(runs, sample_fps), goal_line(goal)]
+    if detector_goal is not None:
+        lines.append(detector_goal_line(detector_goal))
+    report(args, doc, lambda: print("\n".join(lines)))
     return 0

@@ -15,6 +15,12 @@ from monitor.describe.phrases import sentence
 from monitor.detect.objects import ObjectDetector
 from monitor.records import ChangeCandidate, Frame, Region
 
+# Without a detector, "a person" must be sure: at least as tall for its width as HOG's own
+# 64x128 window (a car seen from above is long too, but rarely twice as long as wide), and a
+# confident HOG decision (its SVM margin, 0 at the decision boundary): otherwise "something".
+PERSON_ASPECT = 2.0
+HOG_MIN_SCORE = 1.0
+
 
 class EmbeddedDescriber:
     """No weights, no GPU. With a detector (`describer.detector.model`), what changed is named
@@ -50,7 +56,7 @@ class EmbeddedDescriber:
         frame: Frame = cand.before if region.change == "disappeared" else cand.after
         h, w = frame.image.shape[:2]
         pw, ph = region.w * w, region.h * h
-        if ph >= 1.2 * pw and self._has_person(frame.image, region):
+        if ph >= PERSON_ASPECT * pw and self._has_person(frame.image, region):
             return "person"  # people are taller than wide; HOG alone errs on tall textures
         if region.w * region.h >= 0.01 and pw >= 1.2 * ph:
             return "vehicle"  # large and wider than tall: the usual shape of a car from a fixed camera
@@ -70,4 +76,4 @@ class EmbeddedDescriber:
         crop = cv2.resize(image[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         crop = cv2.copyMakeBorder(crop, 24, 24, 24, 24, cv2.BORDER_REPLICATE)
         rects, weights = self._hog.detectMultiScale(crop, winStride=(4, 4), padding=(8, 8), scale=1.05)
-        return len(rects) > 0 and float(np.max(weights)) > 0.5
+        return len(rects) > 0 and float(np.max(weights)) > HOG_MIN_SCORE
