@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict
 # Pixel formats whose first plane is 8-bit luma (what H.264/MPEG-4/MJPEG decoders produce).
 _LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 
-ChangeKind = Literal["appeared", "disappeared", "moved", "changed"]
+# left_behind: still there where something that left stood (a bag put down by a person who walked away)
+ChangeKind = Literal["appeared", "disappeared", "moved", "changed", "left_behind"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -43,24 +43,32 @@ class EmbeddedDescriber:
         return running  # nothing to change live
 
     def _one(self, cand: ChangeCandidate) -> Description:
-        if self.detector is not None:
-            regions = tuple(self.detector.judge(cand.before, cand.after, r, cand.transient) for r in cand.regions)
-        else:
-            regions = tuple(replace(r, label=self.label(cand, r)) for r in cand.regions)
+        judge = self.detector.judge if self.detector is not None else self.judge
+        regions = tuple(judge(cand.before, cand.after, r, cand.transient) for r in cand.regions)
         labels = tuple(r.label for r in regions)
         return Description(sentence(regions, labels, cand.transient, cand.settled), labels, regions)
 
-    def label(self, cand: ChangeCandidate, region: Region) -> str | None:
-        """Without a detector: people by shape and HOG, vehicles by shape, else None."""
-        # Look where the thing is: the after frame, or the before frame if it went away.
-        frame: Frame = cand.before if region.change == "disappeared" else cand.after
-        h, w = frame.image.shape[:2]
+    def judge(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
+        """Without a detector: people by shape and HOG, vehicles by shape. A person seen by HOG
+        in only one of the two frames also settles the verdict (as the detector's objects do):
+        someone in view when the camera started who walks off left, whatever a background that
+        began as that first frame says."""
+        h, w = after.image.shape[:2]
         pw, ph = region.w * w, region.h * h
-        if ph >= PERSON_ASPECT * pw and self._has_person(frame.image, region):
-            return "person"  # people are taller than wide; HOG alone errs on tall textures
+        if region.change == "left_behind":
+            return replace(region, label=None)
+        if ph >= PERSON_ASPECT * pw:  # people are taller than wide; HOG alone errs on tall textures
+            now = self._has_person(after.image, region)
+            was = False if transient else self._has_person(before.image, region)
+            if was and not now:
+                return replace(region, change="disappeared", label="person")
+            if now and not was and not transient:
+                return replace(region, change="appeared", label="person")
+            if now or was:
+                return replace(region, label="person")
         if region.w * region.h >= 0.01 and pw >= 1.2 * ph:
-            return "vehicle"  # large and wider than tall: the usual shape of a car from a fixed camera
-        return None
+            return replace(region, label="vehicle")  # large and wider than tall: a car from a fixed camera
+        return replace(region, label=None)
 
     def _has_person(self, image: np.ndarray, region: Region) -> bool:
         h, w = image.shape[:2]

@@ -75,6 +75,8 @@ class ObjectDetector:
             now = self.covering(after, region)
             return replace(region, label=now.label if now else None)
         was, now = self.covering(before, region), self.covering(after, region)
+        if region.change == "left_behind":  # still there after: what it is, as it lies there
+            return replace(region, label=now.label if now else None)
         if was is not None and now is None:
             return replace(region, change="disappeared", label=was.label)
         if now is not None and was is None:

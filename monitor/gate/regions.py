@@ -13,6 +13,7 @@ from monitor.gate.imaging import Exposure
 from monitor.records import Region
 
 Box = tuple[int, int, int, int]  # x, y, w, h in working-image pixels
+LEFT_BEHIND_MAX = 0.6  # of what left: an object left behind is smaller than who left it
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -46,6 +47,7 @@ class RegionFinder:
         k = max(3, (w // 40) | 1)  # merge the parts of one object (head and body, car and roof)
         self._last_components: tuple[np.ndarray, list] | None = None
         self._merge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
     def learn(self, img: np.ndarray, changed: np.ndarray) -> None:
         # `img` is in model space, the exposure the background is kept in.
@@ -112,14 +114,40 @@ class RegionFinder:
         ]
         if self._fidget(comps, kinds, transient):
             return []
+        left = [] if transient else self._left_behind(comps, kinds, after, background)
         if not transient:
             self._track_present(comps, kinds, after, background)
+            for box, _, _ in left:
+                self.present[box] = self._fg_fraction(after, box, background)
         self._pair_moves(comps, kinds, before, after)
         H, W = changed.shape
         return [
             Region(x / W, y / H, w / W, h / H, kind, round(area, 5))  # type: ignore[arg-type]
-            for ((x, y, w, h), _, area), kind in zip(comps, kinds)
+            for ((x, y, w, h), _, area), kind in [*zip(comps, kinds), *((c, "left_behind") for c in left)]
         ]
+
+    def _left_behind(self, comps, kinds: list[str], after: np.ndarray, background: np.ndarray) -> list:
+        """What still differs from the empty scene where something left: an object it put down
+        (a bag), which the before/after comparison cannot see (it was there, half hidden, in both).
+        Only well above noise, large enough to be a region, and clearly smaller than what left."""
+        out = []
+        height, width = after.shape
+        for ((x0, y0, w0, h0), _, area), kind in zip(comps, kinds):
+            if kind != "disappeared":
+                continue
+            # around where it stood: what it put down may stick out of its box (at its feet)
+            x, y = max(0, x0 - w0 // 4), max(0, y0 - h0 // 4)
+            w, h = min(width, x0 + w0 + w0 // 4) - x, min(height, y0 + h0 + h0 // 4) - y
+            diff = cv2.absdiff(after[y : y + h, x : x + w], background[y : y + h, x : x + w])
+            residue = (diff > 2 * self.cfg.pixel_threshold) & self.valid[y : y + h, x : x + w]
+            residue = cv2.morphologyEx(residue.view(np.uint8), cv2.MORPH_OPEN, self._open)
+            n, labels, stats, _ = cv2.connectedComponentsWithStats(residue, connectivity=8)
+            for i in range(1, n):
+                bx, by, bw, bh, px = (int(v) for v in stats[i])
+                frac = px / self.frame_px
+                if frac >= self.cfg.min_region_fraction and frac <= LEFT_BEHIND_MAX * area and px >= 0.4 * bw * bh:
+                    out.append(((x + bx, y + by, bw, bh), labels[by : by + bh, bx : bx + bw] == i, round(frac, 5)))
+        return out
 
     def _fidget(self, comps, kinds: list[str], transient: bool) -> bool:
         """Every region lies inside a thing already there and only changed or shifted (a

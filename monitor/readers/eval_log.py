@@ -2,10 +2,12 @@
 (`monitor.readers.truth`). An operator tunes a camera's gate on a clip they labelled; the tests
 score the shared footage and the synthetic scene with it.
 
-Matching: each expected change (in time order) takes the first unused change event of the log
-whose span, onset to settle (`media_t_onset` .. `media_t_after`), overlaps the change's own span
-widened by `tolerance_s`, preferring one whose direction agrees. A pass-through event ("a car
-passed through", `transient`) that matches an arrival also stands for that thing's departure.
+Matching: each expected change (in time order) takes a change event of the log whose span, onset
+to settle (`media_t_onset` .. `media_t_after`), overlaps the change's own span widened by
+`tolerance_s`: first one with a region not matched yet whose verdict agrees (an event saying "a
+person left and something was left behind" answers a departure and a left-behind object), else
+an event not matched at all (direction wrong). A pass-through event ("a car passed through",
+`transient`) that matches an arrival also stands for that thing's departure.
 Scores:
 - found: expected changes with a matching event; direction: of those, the event's verdict
   (appeared = arrived, disappeared = left) agrees; named: of those with a known `what`, the
@@ -99,37 +101,55 @@ def _overlaps(event: ChangeEvent, change: ExpectedChange, tol: float) -> bool:
     return event.media_t_onset <= change.end + tol and event.media_t_after >= change.start - tol
 
 
-def _covers(event: ChangeEvent, box: tuple[float, float, float, float]) -> bool:
+def _overlap_box(r, box: tuple[float, float, float, float]) -> bool:
     x, y, w, h = box
-    for r in event.regions:
-        if r.change == "disappeared" and r.x < x + w and x < r.x + r.w and r.y < y + h and y < r.y + r.h:
-            return True
-    return False
+    return r.x < x + w and x < r.x + r.w and r.y < y + h and y < r.y + r.h
+
+
+def _covers(event: ChangeEvent, box: tuple[float, float, float, float]) -> bool:
+    """The event says something went from `box`."""
+    return any(r.change == "disappeared" and _overlap_box(r, box) for r in event.regions)
+
+
+# The region verdicts that say a change of each kind happened.
+AGREEING = {"arrived": {"appeared", "left_behind"}, "left": {"disappeared"}}
 
 
 def score(events: list[ChangeEvent], truth: Truth, tolerance_s: float = TOLERANCE_S) -> Score:
     changes = [e for e in events if e.kind == "change"]
     out = Score(expected=len(truth.changes), events=len(changes))
-    used: set[int] = set()
+    taken: dict[int, set[int]] = {}  # event -> its regions already matched (-1: the whole event)
     passed: dict[str, int] = {}  # object id -> the pass-through event that matched its arrival
+
+    def free(i: int, kind: str, box) -> list[int]:
+        used = taken.get(i, set())
+        if -1 in used:
+            return []
+        regions = changes[i].regions
+        idx = [j for j, r in enumerate(regions) if r.change in AGREEING[kind] and j not in used]
+        if box is not None:  # where the truth says: the region on it first
+            idx.sort(key=lambda j: not _overlap_box(regions[j], box))
+        return idx
+
     for exp in truth.changes:
         label = f"{exp.what or 'something'} {exp.kind} at {exp.start:.1f}-{exp.end:.1f} s"
         if exp.static:
             out.static_expected += 1
-        pick = passed.pop(exp.object_id, None) if exp.kind == "left" and exp.object_id else None
+        pick, region = (passed.pop(exp.object_id, None), None) if exp.kind == "left" and exp.object_id else (None, None)
         if pick is None:
-            near = [i for i, e in enumerate(changes) if i not in used and _overlaps(e, exp, tolerance_s)]
-            agreeing = [i for i in near if direction(changes[i]) == exp.kind]
-            pick = (agreeing or near or [None])[0]
+            near = [i for i, e in enumerate(changes) if _overlaps(e, exp, tolerance_s)]
+            agreeing = [(i, f[0]) for i in near if (f := free(i, exp.kind, exp.box))]
+            unused = [i for i in near if i not in taken]
+            pick, region = agreeing[0] if agreeing else ((unused[0], None) if unused else (None, None))
         if pick is None:
             out.missed.append(label)
             continue
-        used.add(pick)
         ev = changes[pick]
+        taken.setdefault(pick, set()).add(-1 if region is None else region)
         if ev.transient and exp.kind == "arrived" and exp.object_id:
             passed[exp.object_id] = pick
         out.found += 1
-        right = direction(ev) == exp.kind or (ev.transient and direction(ev) != "other")
+        right = region is not None or (ev.transient and direction(ev) != "other")
         out.direction_right += right
         named = exp.what is None or names_it(ev, exp.what)
         if exp.what:
