@@ -239,3 +239,27 @@ def test_missing_torch_names_the_extra_to_install(tiny_llava: Path, tmp_path: Pa
     assert proc.returncode == 1
     assert_no_traceback(proc)
     assert error_lines(proc) == ["describer kind vlm needs torch: pip install 'surveillance-change-monitor[vlm]'"]
+
+
+def test_the_detectors_facts_are_in_the_prompt(tiny_llava: Path) -> None:
+    """With `describer.detector`, the VLM is told what the embedded describer would say (object,
+    verdict, place), and the event's regions carry the detector's labels, whatever the model says."""
+    import av
+    from support import DETECTOR, VIDEOS
+
+    frames = {}
+    with av.open(str(VIDEOS / "one-by-one-person-detection.mp4")) as container:
+        for i, vf in enumerate(container.decode(video=0)):
+            if i in (50, 300):
+                frames[i] = Frame("room", i, i / 10, T0 + i / 10, vf.to_ndarray(format="bgr24"))
+            if i > 300:
+                break
+    settings = DescriberConfig(kind="vlm", model=str(tiny_llava), detector={"model": str(DETECTOR)})
+    describer = VlmDescriber(settings, warm_up=False)
+    # the gate's verdict says the region "disappeared": the detector sees a person only after
+    region = Region(0.5, 0.05, 0.2, 0.8, "disappeared", 0.1)
+    cand = _candidate(frames[50], frames[300], (region,))
+    pair = describer.pair_input(cand)
+    assert pair.regions_text == "seen: a person arrived in the centre", pair.regions_text
+    (desc,) = describer.describe([cand])
+    assert desc.labels == ("person",) and [r.change for r in desc.regions] == ["appeared"]

@@ -7,15 +7,7 @@ from __future__ import annotations
 from monitor.config import DescriberConfig
 from monitor.describe.base import Describer
 from monitor.describe.embedded import EmbeddedDescriber
-from monitor.detect.objects import ObjectDetector
-
-
-def build_detector(settings: DescriberConfig) -> ObjectDetector | None:
-    if settings.detector.model is None:
-        return None
-    from monitor.detect.onnx_detector import OnnxDetector
-
-    return ObjectDetector(OnnxDetector(settings.detector))
+from monitor.detect.objects import build_detector
 
 
 def build_describer(settings: DescriberConfig | str, model: str | None = None) -> Describer:
@@ -23,7 +15,7 @@ def build_describer(settings: DescriberConfig | str, model: str | None = None) -
     if isinstance(settings, str):
         settings = DescriberConfig(kind=settings, model=model)
     if settings.kind == "embedded":
-        return EmbeddedDescriber(detector=build_detector(settings))
+        return EmbeddedDescriber(detector=build_detector(settings.detector))
     from monitor.describe.vlm import VlmDescriber
 
     return VlmDescriber(settings)

@@ -20,7 +20,8 @@ import structlog
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
 from monitor.describe.embedded import EmbeddedDescriber
-from monitor.describe.phrases import place_name
+from monitor.describe.phrases import place_name, sentence
+from monitor.detect.objects import build_detector
 from monitor.errors import ConfigError, MonitorError
 from monitor.records import ChangeCandidate, Frame, Region
 
@@ -77,7 +78,10 @@ class VlmDescriber:
         self.max_wait_s = settings.max_wait_ms / 1000.0
         self._history: dict[str, deque[Frame]] = {}  # per camera, for `history_frames`
         self._adapter_stamp = _stamp(settings.adapter)
-        self._fallback = EmbeddedDescriber()  # geometry phrases if the model ever fails
+        # The detector's facts (what, verdict, place) go into the prompt, as the embedded
+        # describer would say them; the same describer is the fallback if the model ever fails.
+        self.detector = build_detector(settings.detector)
+        self._fallback = EmbeddedDescriber(detector=self.detector)
         if warm_up:
             self.captioner.warm_up()
         log.info(
@@ -96,7 +100,8 @@ class VlmDescriber:
         return f"vlm:{self.captioner.mode}:{Path(str(self.settings.model)).name}{adapter}"
 
     def describe(self, candidates: Sequence[ChangeCandidate]) -> list[Description]:
-        pairs = [self.pair_input(c) for c in candidates]
+        facts = [self.facts(c) for c in candidates]
+        pairs = [self.pair_input(c, f) for c, f in zip(candidates, facts)]
         try:
             # one turn per region the gate saw (at most 3): a multi-turn model says one change per turn
             turns = [max(1, min(len(c.regions), MAX_TURNS)) for c in candidates]
@@ -104,7 +109,15 @@ class VlmDescriber:
         except Exception as exc:  # noqa: BLE001 - out of memory at batch 1, a driver error: never crash
             log.error("vlm_describe_failed", error=f"{type(exc).__name__}: {exc}"[:300], changes=len(candidates))
             return self._fallback.describe(candidates)
-        return [Description(text, self.labels(c, text)) for c, text in zip(candidates, texts)]
+        if self.detector is None:
+            return [Description(text, self.labels(c, text)) for c, text in zip(candidates, texts)]
+        return [Description(text, tuple(r.label for r in f), f) for text, f in zip(texts, facts)]
+
+    def facts(self, cand: ChangeCandidate) -> tuple[Region, ...]:
+        """The regions as the detector judges them (label, verdict); () without a detector."""
+        if self.detector is None:
+            return ()
+        return tuple(self.detector.judge(cand.before, cand.after, r, cand.transient) for r in cand.regions)
 
     @staticmethod
     def frame_input(camera: str, frame: Frame):
@@ -113,13 +126,20 @@ class VlmDescriber:
         # BGR -> RGB as a view; the read time in the key tells a restarted stream's frames apart.
         return FrameInput(frame.image[..., ::-1], frame.wall_time, key=(camera, frame.seq, frame.wall_time))
 
-    def pair_input(self, cand: ChangeCandidate):
+    def pair_input(self, cand: ChangeCandidate, facts: tuple[Region, ...] | None = None):
+        """`facts`: the detector's judged regions (default: judged here when a detector is set);
+        they become the prompt's region text, in the embedded describer's words."""
         from pipelines.records import PairInput
 
+        facts = self.facts(cand) if facts is None else facts
+        if facts:
+            text = "seen: " + sentence(facts, [r.label for r in facts], cand.transient, cand.settled)
+        else:
+            text = regions_text(cand.regions)
         return PairInput(
             self.frame_input(cand.camera_id, cand.before),
             self.frame_input(cand.camera_id, cand.after),
-            regions_text(cand.regions),
+            text,
             history=self._history_of(cand),
         )
 

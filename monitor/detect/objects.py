@@ -9,6 +9,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Protocol
 
+from monitor.config import DetectorConfig
 from monitor.records import Detection, Frame, Region
 
 MIN_COVER = 0.5  # of the smaller of region and box that must overlap for the box to name the region
@@ -29,19 +30,28 @@ def overlap(region: Region, det: Detection) -> tuple[float, float]:
     return inter / min(a, b), inter / (a + b - inter)
 
 
+def build_detector(cfg: DetectorConfig) -> ObjectDetector | None:
+    """The detector of `describer.detector`, or None when no model is set."""
+    if cfg.model is None:
+        return None
+    from monitor.detect.onnx_detector import OnnxDetector  # onnxruntime loads only when asked for
+
+    return ObjectDetector(OnnxDetector(cfg))
+
+
 class ObjectDetector:
-    """`objects(frame)` (cached by camera and frame seq) and `name_region(frame, region)`;
+    """`objects(frame)` (cached by camera, frame seq and read time) and `judge(...)`;
     counts the frames it ran on and their time (`monitor bench gate` reports ms per change)."""
 
     def __init__(self, detector: Detector, cache_frames: int = 32):
         self.detector = detector
         self.cache_frames = cache_frames
-        self._cache: OrderedDict[tuple[str, int], tuple[Detection, ...]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, float], tuple[Detection, ...]] = OrderedDict()
         self.frames = 0
         self.seconds = 0.0
 
     def objects(self, frame: Frame) -> tuple[Detection, ...]:
-        key = (frame.camera_id, frame.seq)
+        key = (frame.camera_id, frame.seq, frame.wall_time)  # the read time: a restarted stream's seq repeats
         found = self._cache.get(key)
         if found is None:
             t0 = time.perf_counter()
