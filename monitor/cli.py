@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from monitor.argtypes import positive_float, positive_int
+from monitor.argtypes import non_negative_int, positive_float, positive_int
 from monitor.bench.output import add_json_option
 from monitor.commands import (
     DEMO_SECONDS,
@@ -59,15 +59,32 @@ def _add_plugin_commands(sub: Any, bench: Any) -> None:
         entry.load()(sub, bench)
 
 
+def _add_global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--log-level and --debug, on `monitor` itself (with the defaults) and on every subcommand
+    (without: a value given after the subcommand wins, none keeps the one given before it)."""
+    keep = {} if defaults else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="diagnostic log level (stderr; default info)",
+        **({"default": "info"} if defaults else keep),
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks of internal errors", **({} if defaults else keep)
+    )
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:  # argparse keeps its subparsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share one parser
+                yield sub
+                yield from _subcommand_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Video-surveillance change monitor.")
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="diagnostic log level (stderr)",
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    _add_global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser(
@@ -99,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     t.add_argument("--camera", help="only this camera")
     t.add_argument("--json", action="store_true", help="print the JSON lines")
-    t.add_argument("-n", "--lines", type=int, default=20, help="how many past events (0 = all)")
+    t.add_argument(
+        "-n", "--lines", type=non_negative_int, default=20, help="how many past events (0 = all; default 20)"
+    )
     t.add_argument("--log-dir", type=Path, default=Path("./monitor-logs"))
     t.add_argument(
         "--redis", metavar="URL", help="read <prefix>:events instead of --log-dir; 'env' = $MONITOR_REDIS__URL"
@@ -218,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_option(bm)
     bm.set_defaults(func=cmd_bench)
     _add_plugin_commands(sub, bench)
+    for subcommand in _subcommand_parsers(p):
+        _add_global_options(subcommand, defaults=False)
     return p
 
 

@@ -199,8 +199,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from monitor.scene.scripted import render_sample_scene
+    from monitor.scene.scripted import MIN_SECONDS, render_sample_scene
 
+    if Path(args.out).suffix.lower() != ".mp4":
+        raise MonitorError(f"sample: OUT must be an .mp4 file (got {args.out})")
+    if args.seconds < MIN_SECONDS:
+        why = "room for one scripted change and a still end"
+        raise MonitorError(f"sample --seconds: at least {MIN_SECONDS:g} ({why}), got {args.seconds:g}")
     truth = render_sample_scene(args.out, seconds=args.seconds, seed=args.seed)
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.truth.json')} ({len(truth['events'])} scripted events)")
     return 0

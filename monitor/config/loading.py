@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from monitor.config.settings import MonitorSettings
 from monitor.config.yaml_source import yaml_file
@@ -45,5 +46,16 @@ def load_settings(path: Path | None = None, **overrides: Any) -> MonitorSettings
         return MonitorSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError("\n".join(format_errors(exc))) from None
+    except SettingsError as exc:  # a MONITOR_<SECTION> variable that is not JSON
+        raise ConfigError(environment_error(str(exc))) from None
     finally:
         yaml_file.reset(token)
+
+
+def environment_error(message: str) -> str:
+    """pydantic-settings' 'error parsing value for field "cameras" from source ...' as a line
+    that names the variable (never its value: it may hold a password)."""
+    m = re.search(r'field "([^"]+)"', message)
+    if m is None:
+        return f"environment: {mask_secrets(message)}"
+    return f"MONITOR_{m.group(1).upper()}: not valid JSON (a section set from the environment is a JSON value)"

@@ -44,7 +44,9 @@ from monitor.scene.drawing import (
     gaussian_noise,
 )
 
-__all__ = ["render_sample_scene"]
+__all__ = ["MIN_SECONDS", "render_sample_scene"]
+
+MIN_SECONDS = 10.0  # room for one change between the empty start (~4.4 s) and the still end (4 s)
 
 _GAP_S = (5.15, 5.6)  # quiet time between changes; > 5 s so frame rounding can't break the 5 s rule
 _STILL_S = 4.0  # empty start / still end
@@ -222,6 +224,8 @@ def render_sample_scene(
     out_path: str | Path, seconds: float = 60.0, seed: int = 0, fps: int = 10, width: int = 640, height: int = 360
 ) -> dict:
     """Render a deterministic synthetic surveillance clip plus ``<stem>.truth.json``; return the truth."""
+    if seconds < MIN_SECONDS:
+        raise ValueError(f"a scripted scene needs at least {MIN_SECONDS:g} s (got {seconds:g})")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     n = round(seconds * fps)

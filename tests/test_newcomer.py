@@ -1,0 +1,54 @@
+"""Mistakes a new user makes (issue 14): each is one line naming the problem with the documented
+exit code, never "internal error"; the global flags work after the subcommand too."""
+
+from __future__ import annotations
+
+from support import EXAMPLE_CONFIG, assert_no_traceback, run_monitor
+
+
+def one_line(proc) -> str:
+    assert_no_traceback(proc)
+    assert "internal error" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("monitor")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_sample_refuses_what_it_cannot_write(tmp_path) -> None:
+    proc = run_monitor("sample", tmp_path / "x.txt")
+    assert (
+        proc.returncode == 1
+        and one_line(proc) == f"monitor: error: sample: OUT must be an .mp4 file (got {tmp_path}/x.txt)"
+    )
+    proc = run_monitor("sample", "--seconds", "2", tmp_path / "o.mp4")
+    assert proc.returncode == 1 and one_line(proc).startswith("monitor: error: sample --seconds: at least 10"), (
+        proc.stderr
+    )
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_tail_with_a_negative_count_is_a_usage_error(tmp_path) -> None:
+    proc = run_monitor("tail", "-n", "-5", "--log-dir", tmp_path)
+    assert proc.returncode == 2
+    assert one_line(proc) == "monitor tail: error: argument -n/--lines: must be >= 0 (got -5)"
+
+
+def test_a_section_from_the_environment_that_is_not_json(tmp_path) -> None:
+    env = {"MONITOR_CAMERAS": "[{bad"}
+    expected = "monitor: config error: MONITOR_CAMERAS: not valid JSON"
+    for args in (("check-config", EXAMPLE_CONFIG), ("run", "--log-dir", tmp_path / "logs")):
+        proc = run_monitor(*args, env=env, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert one_line(proc).startswith(expected), proc.stderr
+        assert "[{bad" not in proc.stderr  # the value is never echoed (it may hold a password)
+
+
+def test_global_flags_after_the_subcommand(tmp_path) -> None:
+    missing = tmp_path / "missing.yaml"
+    before = run_monitor("--log-level", "error", "check-config", missing)
+    after = run_monitor("check-config", missing, "--log-level", "error", "--debug")
+    assert before.returncode == after.returncode == 2, after.stderr
+    assert one_line(after) == one_line(before) == f"monitor: config error: config file not found: {missing}"
+    for command in (("run",), ("tail",), ("bench", "gate"), ("finetune", "prepare")):
+        shown = run_monitor(*command, "--help").stdout
+        assert "--log-level" in shown and "--debug" in shown, (command, shown)
