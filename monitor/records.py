@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 
 import cv2
@@ -158,10 +158,11 @@ class ChangeEvent(BaseModel):
     transient: bool = False  # the scene went back to how it was: something passed through
     settled: bool = True  # False: reported while still changing (at max_wait_s, or as the source ended)
 
-    def line(self) -> str:
-        """The human-readable log line: `08:14:03 lot-east: a white van parked ...`."""
-        clock = self.t_after[11:19]
-        return f"{clock} {self.camera}: {self.text}"
+    def line(self, tz: tzinfo | None = None) -> str:
+        """The human-readable log line, in `tz` (default: the host's local zone, as journalctl):
+        `2026-12-01 08:14:03+01:00 lot-east: a white van parked ...`."""
+        at = datetime.fromisoformat(self.t_after.replace("Z", "+00:00")).astimezone(tz)
+        return f"{at.isoformat(sep=' ', timespec='seconds')} {self.camera}: {self.text}"
 
 
 def iso_utc(unix_time: float) -> str:

@@ -52,3 +52,34 @@ def test_global_flags_after_the_subcommand(tmp_path) -> None:
     for command in (("run",), ("tail",), ("bench", "gate"), ("finetune", "prepare")):
         shown = run_monitor(*command, "--help").stdout
         assert "--log-level" in shown and "--debug" in shown, (command, shown)
+
+
+# -- times in the human-readable lines ---------------------------------------------------------
+def test_lines_carry_date_time_and_offset_in_the_chosen_zone(tmp_path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from support import make_event
+
+    from monitor.config import LogConfig
+    from monitor.sinks.logfiles import LogFileSink
+
+    event = make_event(camera="lot-east", t=0.0, text="a car arrived")  # 2026-11-18T...Z
+    utc = event.t_after  # "2026-11-18T16:26:40.000Z" style
+    assert event.line(ZoneInfo("UTC")) == f"{utc[:10]} {utc[11:19]}+00:00 lot-east: a car arrived"
+    india = event.line(ZoneInfo("Asia/Kolkata"))
+    assert india.endswith("+05:30 lot-east: a car arrived"), india
+    sink = LogFileSink(LogConfig(dir=tmp_path / "logs", timezone="Asia/Kolkata"))
+    sink.write(event)
+    sink.close()
+    assert (tmp_path / "logs" / "changes.log").read_text().splitlines() == [india]
+    # `monitor tail` prints in the host's zone, as journalctl does: TZ decides
+    proc = run_monitor("tail", "--log-dir", tmp_path / "logs", env={"TZ": "Europe/Paris"})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("+01:00 lot-east: a car arrived"), proc.stdout
+
+
+def test_an_unknown_zone_is_named(tmp_path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("log: {timezone: Mars/Olympus}\n")
+    proc = run_monitor("check-config", config)
+    assert proc.returncode == 2
+    assert one_line(proc).startswith("monitor: config error: log.timezone: unknown time zone 'Mars/Olympus'")

@@ -46,7 +46,8 @@ def test_run_exits_0_and_echoes_the_change_log(single_run):
     text_lines = (logs / "changes.log").read_text().splitlines()
     assert text_lines and proc.stdout.splitlines() == text_lines
     for line in text_lines:
-        assert re.match(r"^\d\d:\d\d:\d\d lot-east: \S.*$", line), line
+        # date, time and UTC offset in the host's zone (UTC here unless TZ says otherwise)
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d lot-east: \S.*$", line), line
     assert "decode_mode" in proc.stderr or "mode=" in proc.stderr  # the decoding mode is reported
 
 

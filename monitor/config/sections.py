@@ -4,8 +4,10 @@ pydantic models whose validation errors name the field."""
 from __future__ import annotations
 
 import re
+from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -173,6 +175,23 @@ class LogConfig(Strict):
     max_bytes: int = Field(10_000_000, ge=1024, description="rotate a log file at this size")
     backup_count: int = Field(5, ge=0, le=1000, description="rotated files kept")
     reorder_window_s: float = Field(0.5, ge=0, description="how long events wait to be merged across cameras")
+    timezone: str | None = Field(
+        None, description="zone of the human-readable lines (IANA name, e.g. Europe/Paris); null = the host's"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Paris or UTC)") from None
+        return value
+
+    def zone(self) -> tzinfo | None:
+        """The zone of `timezone`; None = the host's local zone."""
+        return ZoneInfo(self.timezone) if self.timezone else None
 
 
 class CapturesConfig(Strict):

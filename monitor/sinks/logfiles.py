@@ -47,13 +47,15 @@ class LogFileSink:
         self._text = _rotating_logger("text", cfg.dir / TEXT_NAME, cfg)
         self._render = structlog.processors.JSONRenderer(sort_keys=False)
         self.echo = echo
+        self.zone = cfg.zone()
         self.written = 0
 
     def write(self, event: ChangeEvent) -> None:
         self._json.info(self._render(None, "", event.model_dump(mode="json")))
-        self._text.info(event.line())
+        line = event.line(self.zone)
+        self._text.info(line)
         if self.echo is not None:
-            print(event.line(), file=self.echo, flush=True)
+            print(line, file=self.echo, flush=True)
         self.written += 1
 
     def close(self) -> None:
