@@ -92,14 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch cameras and write the change log",
         description="Run the monitor: one --source, the cameras of --config, or --demo.",
     )
-    r.add_argument("--source", help="video file, image-sequence folder/pattern, or rtsp:// URL")
+    what = r.add_mutually_exclusive_group()  # the demo is its own source: never silently instead of one
+    what.add_argument("--source", help="video file, image-sequence folder/pattern, or rtsp:// URL")
     r.add_argument("--camera-id", help="camera id for --source (default: from the file name)")
     r.add_argument("--config", type=Path, help="YAML config file")
     r.add_argument("--log-dir", type=Path, help="where changes.jsonl / changes.log go")
     r.add_argument("--sample-fps", type=float, help="frames per second to examine (--source only)")
     r.add_argument("--image-fps", type=float, help="frame rate of an image-sequence --source")
     r.add_argument("--realtime", action="store_true", help="pace file sources at their real speed")
-    r.add_argument("--demo", action="store_true", help="run on the built-in synthetic sample scene")
+    what.add_argument("--demo", action="store_true", help="run on the built-in synthetic sample scene")
     r.add_argument("--quiet", action="store_true", help="do not echo the change log to stdout")
     r.add_argument("--redis", metavar="URL", help="also deliver events to Redis streams (sets redis.url)")
     r.add_argument("--describer", choices=["embedded", "vlm"], help="sets describer.kind (--model alone means vlm)")

@@ -83,3 +83,47 @@ def test_an_unknown_zone_is_named(tmp_path) -> None:
     proc = run_monitor("check-config", config)
     assert proc.returncode == 2
     assert one_line(proc).startswith("monitor: config error: log.timezone: unknown time zone 'Mars/Olympus'")
+
+
+# -- nothing silent ----------------------------------------------------------------------------
+def test_demo_and_a_source_are_refused_together(tmp_path) -> None:
+    proc = run_monitor("run", "--demo", "--source", tmp_path / "x.mp4", timeout=30)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "monitor run: error: argument --source: not allowed with argument --demo"
+    )
+
+
+def test_tail_of_a_camera_the_log_does_not_have(tmp_path) -> None:
+    from support import make_event
+
+    from monitor.config import LogConfig
+    from monitor.sinks.logfiles import LogFileSink
+
+    sink = LogFileSink(LogConfig(dir=tmp_path))
+    sink.write(make_event(camera="gate"))
+    sink.close()
+    proc = run_monitor("tail", "--camera", "nosuch", "--log-dir", tmp_path)
+    assert proc.returncode == 1
+    assert one_line(proc) == f"monitor: error: no events of camera 'nosuch' in {tmp_path}/changes.jsonl (cameras: gate)"
+
+
+def test_tail_follow_of_a_missing_log_says_it_waits(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from support import monitor_env
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "tail", "-f", "--log-dir", str(tmp_path / "typo")],
+        env=monitor_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert line.startswith(f"monitor: waiting for {tmp_path}/typo/changes.jsonl"), line

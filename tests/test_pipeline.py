@@ -127,8 +127,12 @@ def test_tail_prints_filters_and_formats(single_run):
     assert proc.stdout.splitlines() == (logs / "changes.log").read_text().splitlines()[-2:]
     proc = run_monitor("tail", "--log-dir", logs, "--json", "-n", "0")
     assert [json.loads(line)["event_id"] for line in proc.stdout.splitlines()] == [e["event_id"] for e in events]
-    proc = run_monitor("tail", "--log-dir", logs, "--camera", "nobody")
-    assert proc.returncode == 0 and proc.stdout == ""
+    proc = run_monitor("tail", "--log-dir", logs, "--camera", "nobody")  # never silently nothing
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert (
+        proc.stderr.strip()
+        == f"monitor: error: no events of camera 'nobody' in {logs}/changes.jsonl (cameras: lot-east)"
+    )
 
 
 def test_tail_follow_sees_new_events(scenes, tmp_path):
