@@ -333,12 +333,14 @@ def test_mutation_names_its_field(mutate: Any, field: str, tmp_path: Path) -> No
     assert "31415926" not in "\n".join(lines)
 
 
-def test_unparsable_redis_url_loads_but_run_names_it(tmp_path: Path) -> None:
-    """redis.url is checked when the Redis sink starts (`monitor run`), not by load_settings."""
+def test_unparsable_redis_url_is_named_by_check_config_and_run(tmp_path: Path) -> None:
+    """One validation for both: whatever `run` refuses, `check-config` reports, with the same line."""
     doc = copy.deepcopy(EXAMPLE)
     doc["redis"]["url"] = f"redis://:{SECRET}@host:notaport"
     path = tmp_path / "r.yaml"
-    assert load_or_config_error(doc, path) is None
+    loaded = load_or_config_error(doc, path)
+    assert loaded is not None and len(loaded) == 1 and loaded[0].startswith("redis.url: "), loaded
+    assert SECRET not in loaded[0]
     # the same config file, run: refused before any camera opens, as a config error (exit 2,
     # README "Errors"), in one line that names redis.url and masks the password
     proc = run_monitor("run", "--config", path, timeout=30, cwd=tmp_path)
@@ -348,6 +350,7 @@ def test_unparsable_redis_url_loads_but_run_names_it(tmp_path: Path) -> None:
     lines = error_lines(proc, "config error")
     assert len(lines) == 1 and lines[0].startswith("redis.url: "), proc.stderr
     assert proc.stderr.strip().splitlines() == [f"monitor: config error: {lines[0]}"], proc.stderr
+    assert lines == loaded  # the same line as check-config's
 
 
 # -- the real process --------------------------------------------------------------------------------

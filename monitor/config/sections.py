@@ -19,6 +19,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from redis.connection import parse_url
+
+from monitor.errors import mask_secrets, mask_url
 
 Point = tuple[float, float]
 Polygon = list[Point]
@@ -212,10 +215,29 @@ class JobsConfig(Strict):
     spool_interval_s: float = Field(300.0, gt=0, description="Redis spool maintenance and depth report")
 
 
+def redis_url_problem(url: str) -> str | None:
+    """Why redis-py cannot use `url` (password masked), or None: one check for `check-config`
+    and `run` alike."""
+    try:
+        parse_url(url)
+    except (ValueError, TypeError) as exc:
+        return f"{mask_secrets(str(exc))} (got {mask_url(url)!r})"
+    return None
+
+
 class RedisConfig(Strict):
     """Redis streams output (at-least-once, ordered per camera, idempotent)."""
 
     url: str | None = Field(None, description="redis:// or rediss:// URL (user:password@ allowed); unset = no Redis")
+
+    @field_validator("url")
+    @classmethod
+    def _usable(cls, value: str | None) -> str | None:
+        problem = redis_url_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
     password_file: Path | None = Field(None, description="file holding the password (systemd credential)")
     password: SecretStr | None = Field(None, description="password, e.g. from MONITOR_REDIS__PASSWORD; never printed")
     prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.:-]+$", description="stream key prefix")

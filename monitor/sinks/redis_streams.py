@@ -30,6 +30,7 @@ from redis.retry import Retry
 
 from monitor.backoff import backoff_delay, backoff_policy
 from monitor.config import MonitorSettings, RedisConfig
+from monitor.config.sections import redis_url_problem
 from monitor.errors import ConfigError, mask_secrets, mask_url
 from monitor.records import ChangeEvent
 from monitor.sinks.spool import Spool, SpoolRecord
@@ -64,11 +65,10 @@ _ERRORS = (redis.RedisError, OSError)
 
 
 def check_url(url: str) -> None:
-    """Config errors for a URL redis-py cannot use; named `redis.url`, password masked."""
-    try:
-        parse_url(url)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"redis.url: {mask_secrets(str(exc))} (got {mask_url(url)!r})") from None
+    """Config errors for a URL redis-py cannot use (the settings' own check); named `redis.url`."""
+    problem = redis_url_problem(url)
+    if problem:
+        raise ConfigError(f"redis.url: {problem}")
 
 
 def read_password(cfg: RedisConfig) -> str | None:
