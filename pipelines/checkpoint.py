@@ -93,8 +93,19 @@ def check_files(path: Path) -> None:
         raise CheckpointError(f"{path}: missing model.safetensors (no weights)")
     if not ((path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()):
         raise CheckpointError(f"{path}: missing tokenizer.json (no tokenizer)")
-    if not (path / "preprocessor_config.json").is_file():
-        raise CheckpointError(f"{path}: missing preprocessor_config.json (no image processor)")
+    if not (path / "preprocessor_config.json").is_file() and not _nested_image_processor(path):
+        raise CheckpointError(
+            f"{path}: missing preprocessor_config.json (no image processor; nor one inside processor_config.json)"
+        )
+
+
+def _nested_image_processor(path: Path) -> bool:
+    """transformers 5's `LlavaProcessor.save_pretrained` writes the image processor inside
+    processor_config.json ("image_processor") and no preprocessor_config.json."""
+    try:
+        return isinstance(json.loads((path / "processor_config.json").read_text()).get("image_processor"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

@@ -232,3 +232,30 @@ def test_clean_caption() -> None:
         "10 minutes later",
         "2 hours later",
     ]
+
+
+def test_a_checkpoint_saved_by_plain_transformers_5_calls(tmp_path: Path) -> None:
+    """`LlavaForConditionalGeneration.save_pretrained` + `LlavaProcessor.save_pretrained`, as a user
+    of transformers 5 writes a checkpoint: the image processor sits inside processor_config.json
+    and there is no preprocessor_config.json. Written here, never by the project's own writer."""
+    import numpy as np
+    from transformers import CLIPImageProcessor, GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    from monitor.cli import main
+    from pipelines.records import FrameInput, PairInput
+    from pipelines.tiny import tiny_llava_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(())
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(tiny_llava_config(len(tokenizer), image_size=32, patch_size=8))
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=3, do_sample=False)
+    model.save_pretrained(tmp_path)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp_path)
+    assert (tmp_path / "processor_config.json").is_file() and not (tmp_path / "preprocessor_config.json").exists()
+
+    assert main(["models", "inspect", str(tmp_path), "--json"]) == 0
+    cap = ChangeCaptioner.load(tmp_path, mode="pair")
+    frame = np.zeros((24, 40, 3), np.uint8)
+    (text,) = cap.caption([PairInput(FrameInput(frame, 0.0), FrameInput(frame, 1.0))], max_new_tokens=4)
+    assert isinstance(text, str) and text
