@@ -62,6 +62,7 @@ def _narrow_config(data: dict[str, Any], cam: dict[str, Any]) -> tuple[dict[str,
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.config import load_settings, read_yaml
     from monitor.daemon.service import Monitor
+    from monitor.sources.video import VideoSource, is_network
 
     overrides: dict[str, Any] = {}
     source = args.source
@@ -87,6 +88,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_dir is not None:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"dir": args.log_dir})})
     settings = _with_credentials(settings)
+    if source and not is_network(source):
+        # One file: one line if it cannot be read, before anything starts (a config of many
+        # cameras keeps the others running when one fails).
+        VideoSource(settings.cameras[0]).check()
     reload = None
     if args.config is not None and not source:
 

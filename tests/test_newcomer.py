@@ -127,3 +127,18 @@ def test_tail_follow_of_a_missing_log_says_it_waits(tmp_path) -> None:
         proc.kill()
         proc.wait(10)
     assert line.startswith(f"monitor: waiting for {tmp_path}/typo/changes.jsonl"), line
+
+
+def test_a_file_that_cannot_be_read_is_exactly_one_stderr_line(tmp_path) -> None:
+    missing = tmp_path / "missing.mp4"
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 20)
+    for source, expected in (
+        (missing, f"monitor: error: camera missing: no such file: {missing}"),
+        (text, f"monitor: error: camera notes: cannot open {text}: "),
+    ):
+        proc = run_monitor("run", "--source", source, "--log-dir", tmp_path / "logs", timeout=60)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr
+        assert not (tmp_path / "logs").exists()  # refused before anything was written

@@ -111,7 +111,19 @@ class VideoSource:
         return self._last_media
 
     # -- opening -------------------------------------------------------------------------
+    def check(self) -> None:
+        """Open and close at once, quietly: a file that cannot be read is refused before a run
+        starts (one line, SourceError), instead of a failed camera inside a running daemon."""
+        self._open()
+        self.close()
+        self.opens -= 1
+
     def open(self) -> None:
+        self._open()
+        cam = self.camera
+        log.info("source_opened", camera=cam.id, source=self.label, sample_fps=cam.sample_fps)
+
+    def _open(self) -> None:
         src, cam = self.camera.source, self.camera
         options: dict[str, str] = {}
         kwargs: dict = {}
@@ -149,7 +161,6 @@ class VideoSource:
         self.opens += 1
         if self._last_media is not None and self._last_wall is not None:
             self._media_offset = self._last_media + max(0.0, time.time() - self._last_wall)
-        log.info("source_opened", camera=cam.id, source=self.label, sample_fps=cam.sample_fps)
 
     def close(self) -> None:
         if self._container is not None:
