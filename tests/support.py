@@ -19,6 +19,7 @@ import numpy as np
 from monitor.bench.local_redis import free_port  # noqa: F401 - the tests take it from here
 from monitor.config import load_settings
 from monitor.daemon.service import Monitor
+from monitor.readers import eval_log
 from monitor.records import ChangeEvent, iso_utc
 
 if TYPE_CHECKING:
@@ -108,13 +109,8 @@ def read_events(log_dir: Path) -> list[dict]:
 
 
 def direction(event: dict) -> str:
-    """'arrived' / 'left' / 'other' from the event's regions."""
-    kinds = {r["change"] for r in event["regions"]}
-    if "appeared" in kinds:
-        return "arrived"
-    if "disappeared" in kinds:
-        return "left"
-    return "other"
+    """'arrived' / 'left' / 'other' from the event's regions, as `monitor eval-log` reads them."""
+    return eval_log.direction(ChangeEvent.model_validate(event))
 
 
 def match_events(

@@ -70,8 +70,8 @@ def test_regions_are_named_by_the_box_that_covers_them(detector: OnnxDetector) -
     frame = Frame("room", 300, 30.0, 0.0, video_frame(ROOM, 300))
     on_the_person = Region(0.52, 0.2, 0.12, 0.5, "appeared", 0.05)
     elsewhere = Region(0.05, 0.6, 0.1, 0.2, "appeared", 0.02)
-    assert objects.name_region(frame, on_the_person) == "person"
-    assert objects.name_region(frame, elsewhere) is None
+    assert objects.covering(frame, on_the_person).label == "person"
+    assert objects.covering(frame, elsewhere) is None
     assert objects.frames == 1  # both regions from one detector run
 
 

@@ -346,7 +346,7 @@ class Monitor:
             else:
                 desc = next(descriptions)
                 seq = self.orderer.next_seq(item.camera_id)
-                event = change_event(item, seq, desc.text, desc.labels, self.describer.name, desc.regions)
+                event = change_event(item, seq, desc, self.describer.name)
                 self.writer.hold(event, item)
                 self.orderer.push(event)
 

@@ -12,7 +12,7 @@ import numpy as np
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
 from monitor.describe.phrases import sentence
-from monitor.detect.objects import ObjectDetector
+from monitor.detect.objects import ObjectDetector, settle
 from monitor.records import ChangeCandidate, Frame, Region
 
 # Without a detector, "a person" must be sure: at least as tall for its width as HOG's own
@@ -30,19 +30,19 @@ class EmbeddedDescriber:
     name = "embedded"
     max_wait_s = 0.0  # fast enough one by one
 
-    def __init__(self, max_regions: int = 3, detector: ObjectDetector | None = None):
-        self.max_regions = max_regions
+    def __init__(self, detector: ObjectDetector | None = None):
         self.detector = detector
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def describe(self, candidates: Sequence[ChangeCandidate]) -> list[Description]:
-        return [self._one(c) for c in candidates]
+        return [self.describe_one(c) for c in candidates]
 
     def reload(self, running: DescriberConfig, new: DescriberConfig) -> DescriberConfig:
         return running  # nothing to change live
 
-    def _one(self, cand: ChangeCandidate) -> Description:
+    def describe_one(self, cand: ChangeCandidate) -> Description:
+        """The sentence, and the regions with their labels and settled verdicts."""
         judge = self.detector.judge if self.detector is not None else self.judge
         regions = tuple(judge(cand.before, cand.after, r, cand.transient) for r in cand.regions)
         labels = tuple(r.label for r in regions)
@@ -50,22 +50,18 @@ class EmbeddedDescriber:
 
     def judge(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
         """Without a detector: people by shape and HOG, vehicles by shape. A person seen by HOG
-        in only one of the two frames also settles the verdict (as the detector's objects do):
-        someone in view when the camera started who walks off left, whatever a background that
-        began as that first frame says."""
+        in only one of the two frames also settles the verdict (`settle`, as the detector's
+        objects do): someone in view when the camera started who walks off left, whatever a
+        background that began as that first frame says."""
         h, w = after.image.shape[:2]
         pw, ph = region.w * w, region.h * h
         if region.change == "left_behind":
             return replace(region, label=None)
         if ph >= PERSON_ASPECT * pw:  # people are taller than wide; HOG alone errs on tall textures
-            now = self._has_person(after.image, region)
-            was = False if transient else self._has_person(before.image, region)
-            if was and not now:
-                return replace(region, change="disappeared", label="person")
-            if now and not was and not transient:
-                return replace(region, change="appeared", label="person")
+            now = "person" if self._has_person(after.image, region) else None
+            was = None if transient else ("person" if self._has_person(before.image, region) else None)
             if now or was:
-                return replace(region, label="person")
+                return settle(region, was, now, transient)
         if region.w * region.h >= 0.01 and pw >= 1.2 * ph:
             return replace(region, label="vehicle")  # large and wider than tall: a car from a fixed camera
         return replace(region, label=None)

@@ -20,7 +20,7 @@ import structlog
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
 from monitor.describe.embedded import EmbeddedDescriber
-from monitor.describe.phrases import place_name, sentence
+from monitor.describe.phrases import place_name
 from monitor.detect.objects import build_detector
 from monitor.errors import ConfigError, MonitorError
 from monitor.records import ChangeCandidate, Frame, Region
@@ -109,15 +109,15 @@ class VlmDescriber:
         except Exception as exc:  # noqa: BLE001 - out of memory at batch 1, a driver error: never crash
             log.error("vlm_describe_failed", error=f"{type(exc).__name__}: {exc}"[:300], changes=len(candidates))
             return self._fallback.describe(candidates)
-        if self.detector is None:
-            return [Description(text, self.labels(c, text)) for c, text in zip(candidates, texts)]
-        return [Description(text, tuple(r.label for r in f), f) for text, f in zip(texts, facts)]
+        return [
+            Description(text, self.labels(c, text)) if f is None else Description(text, f.labels, f.regions)
+            for c, text, f in zip(candidates, texts, facts)
+        ]
 
-    def facts(self, cand: ChangeCandidate) -> tuple[Region, ...]:
-        """The regions as the detector judges them (label, verdict); () without a detector."""
-        if self.detector is None:
-            return ()
-        return tuple(self.detector.judge(cand.before, cand.after, r, cand.transient) for r in cand.regions)
+    def facts(self, cand: ChangeCandidate) -> Description | None:
+        """What the embedded describer says with the detector (its sentence, and the regions with
+        labels and settled verdicts); None without a detector."""
+        return self._fallback.describe_one(cand) if self.detector is not None else None
 
     @staticmethod
     def frame_input(camera: str, frame: Frame):
@@ -126,16 +126,13 @@ class VlmDescriber:
         # BGR -> RGB as a view; the read time in the key tells a restarted stream's frames apart.
         return FrameInput(frame.image[..., ::-1], frame.wall_time, key=(camera, frame.seq, frame.wall_time))
 
-    def pair_input(self, cand: ChangeCandidate, facts: tuple[Region, ...] | None = None):
-        """`facts`: the detector's judged regions (default: judged here when a detector is set);
-        they become the prompt's region text, in the embedded describer's words."""
+    def pair_input(self, cand: ChangeCandidate, facts: Description | None = None):
+        """`facts` (default: `self.facts(cand)`), the embedded describer's words with the
+        detector, become the prompt's region text; without, the gate's places."""
         from pipelines.records import PairInput
 
         facts = self.facts(cand) if facts is None else facts
-        if facts:
-            text = "seen: " + sentence(facts, [r.label for r in facts], cand.transient, cand.settled)
-        else:
-            text = regions_text(cand.regions)
+        text = f"seen: {facts.text}" if facts is not None and facts.regions else regions_text(cand.regions)
         return PairInput(
             self.frame_input(cand.camera_id, cand.before),
             self.frame_input(cand.camera_id, cand.after),

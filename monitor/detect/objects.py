@@ -39,6 +39,21 @@ def build_detector(cfg: DetectorConfig) -> ObjectDetector | None:
     return ObjectDetector(OnnxDetector(cfg))
 
 
+def settle(region: Region, was: str | None, now: str | None, transient: bool) -> Region:
+    """`region` labelled with what is at it before (`was`) and after (`now`), and its verdict from
+    those when they are decisive: something there only before left ("disappeared"), only after
+    came ("appeared"), whatever the pixels against a background suggested (a background that
+    held the object, say, because it was in view when the camera started). For a pass-through
+    (`after` is its busiest frame) and an object left behind, only `now` counts."""
+    if transient or region.change == "left_behind":
+        return replace(region, label=now)
+    if was is not None and now is None:
+        return replace(region, change="disappeared", label=was)
+    if now is not None and was is None:
+        return replace(region, change="appeared", label=now)
+    return replace(region, label=was if region.change == "disappeared" else now)
+
+
 class ObjectDetector:
     """`objects(frame)` (cached by camera, frame seq and read time) and `judge(...)`;
     counts the frames it ran on and their time (`monitor bench gate` reports ms per change)."""
@@ -72,25 +87,8 @@ class ObjectDetector:
                 best = (iou, det.score, det)
         return best[2] if best else None
 
-    def name_region(self, frame: Frame, region: Region) -> str | None:
-        found = self.covering(frame, region)
-        return found.label if found else None
-
     def judge(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
-        """`region` with its label, and its verdict from the objects when they are decisive: an
-        object at the region only before it left ("disappeared"), only after it came
-        ("appeared"), whatever the pixels against a background suggested (a background that
-        held the object, say, because it was in view when the camera started)."""
-        if transient:  # `after` is the busiest frame of a change that reverted
-            now = self.covering(after, region)
-            return replace(region, label=now.label if now else None)
-        was, now = self.covering(before, region), self.covering(after, region)
-        if region.change == "left_behind":  # still there after: what it is, as it lies there
-            return replace(region, label=now.label if now else None)
-        if was is not None and now is None:
-            return replace(region, change="disappeared", label=was.label)
-        if now is not None and was is None:
-            return replace(region, change="appeared", label=now.label)
-        if now is not None:
-            return replace(region, label=(was if region.change == "disappeared" else now).label)
-        return replace(region, label=None)
+        """`region` settled (`settle`) by the objects that cover it before and after."""
+        now = self.covering(after, region)
+        was = None if transient or region.change == "left_behind" else self.covering(before, region)
+        return settle(region, was.label if was else None, now.label if now else None, transient)

@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 
 from monitor.daemon.camera_health import HealthNotice
+from monitor.describe.base import Description
 from monitor.errors import mask_secrets
 from monitor.records import ChangeCandidate, ChangeEvent, Region, RegionOut, ScoresOut, iso_utc, make_event_id
 
 
-def change_event(
-    cand: ChangeCandidate,
-    seq: int,
-    text: str,
-    labels: Sequence[str | None],
-    describer: str,
-    regions: Sequence[Region] = (),
-) -> ChangeEvent:
-    """`regions`: as the describer refined them (labels, corrected verdicts); default the gate's."""
+def change_event(cand: ChangeCandidate, seq: int, desc: Description, describer: str) -> ChangeEvent:
+    """The regions are the description's (labels, settled verdicts), else the gate's with its labels."""
     stream_start = cand.after.wall_time - cand.after.media_time
-    regions = regions or [replace(r, label=lab) for r, lab in zip(cand.regions, labels)]
+    regions = desc.regions or [replace(r, label=lab) for r, lab in zip(cand.regions, desc.labels)]
     return ChangeEvent(
         event_id=make_event_id(cand.camera_id, stream_start, cand.after.seq),
         camera=cand.camera_id,
@@ -33,7 +26,7 @@ def change_event(
         media_t_before=round(cand.before.media_time, 3),
         media_t_after=round(cand.after.media_time, 3),
         media_t_onset=round(cand.onset_media_time, 3),
-        text=text,
+        text=desc.text,
         regions=[region_out(r) for r in regions],
         scores=ScoresOut(ssim=cand.scores.ssim, changed_fraction=cand.scores.changed_fraction),
         describer=describer,
