@@ -61,6 +61,8 @@ class Region(BaseModel):
     h: float = Field(ge=0, le=1)
     change: str
     label: str | None = None
+    track: int | None = None
+    heading: str | None = None  # change "passed": "left to right", ...
 
 
 class PairRecord(BaseModel):

@@ -237,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--repeat", type=positive_int, default=2, help="runs of each measurement; the best counts")
     add_json_option(bm)
     bm.set_defaults(func=cmd_bench)
+    bc = bench.add_parser(
+        "changelog",
+        help="how true the change log is: eval-log on the scripted cases and labelled footage",
+        description="Run the daemon on the scripted cases (a bag left behind, busy through-traffic, a car parked at "
+        "the start) and on footage with a .truth.json beside it, score each log with eval-log, and compare the "
+        "totals with the goals (found >= 95 %%, direction 100 %%, named >= 90 %%, left-behind objects persisting, "
+        "no quiet-stretch events, no text defects).",
+    )
+    bc.add_argument(
+        "--video", type=Path, action="append", help="footage with VIDEO.truth.json beside it (default: shared clips)"
+    )
+    bc.add_argument("--detector", type=Path, metavar="ONNX", help="also score with this object detector")
+    add_json_option(bc)
+    bc.set_defaults(func=cmd_bench)
     _add_plugin_commands(sub, bench)
     for subcommand in _subcommand_parsers(p):
         _add_global_options(subcommand, defaults=False)
@@ -257,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # stdout closed early (`monitor tail | head`): what was asked for was read; no noise.
+        # Point stdout at /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
         if args.debug:
             raise

@@ -258,6 +258,7 @@ BENCHES = {
     "redis": ("monitor.bench.redis_sink", "bench_redis"),
     "service": ("monitor.bench.service", "bench_service"),
     "model": ("monitor.bench.model", "bench_model"),
+    "changelog": ("monitor.bench.changelog", "bench_changelog"),
 }
 
 

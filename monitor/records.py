@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict
 # Pixel formats whose first plane is 8-bit luma (what H.264/MPEG-4/MJPEG decoders produce).
 _LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
 
-# left_behind: still there where something that left stood (a bag put down by a person who walked away)
-ChangeKind = Literal["appeared", "disappeared", "moved", "changed", "left_behind"]
+# left_behind: still there where something that left stood (a bag put down by a person who walked away);
+# passed: came into view and went again while the change was under way (a track, with its heading)
+ChangeKind = Literal["appeared", "disappeared", "moved", "changed", "left_behind", "passed"]
+Heading = Literal["left to right", "right to left", "top to bottom", "bottom to top"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,10 +75,53 @@ class Region:
     change: ChangeKind
     area_fraction: float  # changed pixels of this region / pixels of the frame
     label: str | None = None  # filled by the describer: "person", "vehicle", ...
+    track: int | None = None  # the change's track this region follows (`ChangeCandidate.tracks`)
+    heading: Heading | None = None  # "passed": its way through the view
 
     @property
     def centre(self) -> tuple[float, float]:
         return (self.x + self.w / 2, self.y + self.h / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """Where a track was in one sampled frame (normalised 0-1, x, y = top-left)."""
+
+    seq: int
+    media_time: float
+    x: float
+    y: float
+    w: float
+    h: float
+    look: float = 0.0  # mean grey level of its changed pixels: the same thing looks the same
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.x + self.w / 2, self.y + self.h / 2)
+
+
+@dataclass(frozen=True, eq=False)
+class Track:
+    """One thing followed through the frames of a change (the gate's changed areas, linked)."""
+
+    track_id: int
+    sightings: tuple[Sighting, ...]  # in time order
+    alive_at_end: bool  # seen in the change's last frame
+    # Its sightings in frames the gate kept, largest first: what the describer names it from.
+    views: tuple[tuple[Sighting, Frame], ...] = field(default=(), repr=False)
+
+    @property
+    def travel(self) -> tuple[float, float]:
+        """Centre displacement, first sighting to last (normalised)."""
+        (x0, y0), (x1, y1) = self.sightings[0].centre, self.sightings[-1].centre
+        return (x1 - x0, y1 - y0)
+
+    @property
+    def heading(self) -> Heading:
+        dx, dy = self.travel
+        if abs(dx) >= abs(dy):
+            return "left to right" if dx > 0 else "right to left"
+        return "top to bottom" if dy > 0 else "bottom to top"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +162,10 @@ class ChangeCandidate:
     # churn, a time-lapse) or because the source ended or stopped while the change was under way.
     settled: bool = True
     detected_at: float = field(default_factory=time.time, compare=False)  # when the gate decided
+    tracks: tuple[Track, ...] = ()  # what the regions' `track` refer to (the things that passed through)
+
+    def track(self, track_id: int | None) -> Track | None:
+        return next((t for t in self.tracks if t.track_id == track_id), None)
 
 
 class RegionOut(BaseModel):
@@ -127,6 +176,8 @@ class RegionOut(BaseModel):
     h: float
     change: str
     label: str | None = None
+    track: int | None = None  # regions of one event with the same track follow one thing
+    heading: str | None = None  # change "passed": "left to right", "top to bottom", ...
 
 
 class ScoresOut(BaseModel):

@@ -82,3 +82,30 @@ def test_bench_gate_with_the_detector(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ratio == pytest.approx(with_detector["cameras_per_core"] / plain["cameras_per_core"], rel=0.01)
     assert "det ms/change" in capsys.readouterr().out
     assert bench_gate(_args("--video", str(VIDEO), "--detector", str(tmp_path / "none.onnx"))) == 1
+
+
+def test_bench_changelog_scores_the_cases_and_footage_against_the_goals(tmp_path: Path, capsys) -> None:
+    """`monitor bench changelog`: every scripted case and each labelled clip is one row per
+    describer; the totals meet the change log's goals, with and without the detector."""
+    from support import DETECTOR
+
+    from monitor.bench.changelog import bench_changelog
+    from monitor.scene.cases import CASES
+
+    out = tmp_path / "c.json"
+    aisle = footage_dir() / "car-detection.mp4"
+    args = ["bench", "changelog", "--video", str(aisle), "--detector", str(DETECTOR), "--json", str(out)]
+    assert bench_changelog(build_parser().parse_args(args)) == 0
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    rows = {(c["describer"], c["clip"]) for c in doc["clips"]}
+    assert rows == {(d, n) for d in ("embedded", "embedded+detector") for n in [*CASES, "car-detection"]}
+    for describer, total in doc["totals"].items():
+        assert all(total["goals_met"].values()), (describer, total)
+        assert total["found"] == total["expected"] > 10, total
+    table = capsys.readouterr().out
+    assert "busy-road" in table and "all goals met" in table
+    # footage without its truth file is refused, naming the file
+    lonely = tmp_path / "clip.mp4"
+    lonely.write_bytes(aisle.read_bytes())
+    assert bench_changelog(build_parser().parse_args(["bench", "changelog", "--video", str(lonely)])) == 1
+    assert "clip.truth.json" in capsys.readouterr().err

@@ -4,11 +4,12 @@ way when the source ends, and the real detector naming what changed on the share
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
-from support import DETECTOR, VIDEOS, direction, run_source
+from support import DETECTOR, VIDEOS, direction, run_monitor, run_source
 
 from monitor.config import GateConfig
 from monitor.describe.phrases import MAX_CLAUSES, noun, sentence
@@ -107,12 +108,21 @@ def test_room_every_person_is_a_person(tmp_path) -> None:
         assert [r["label"] for r in e["regions"]] == ["person"] * len(e["regions"]), e["regions"]
 
 
-def test_cars_seen_from_above_are_never_people(tmp_path) -> None:
+def test_cars_seen_from_above_are_never_people_and_pass_along_the_aisle(tmp_path) -> None:
+    """The aisle runs up and down the picture: every car followed through it went one of those
+    two ways; the first one drives up (from the bottom of the view to the top)."""
     events = run_source(VIDEOS / "car-detection.mp4", tmp_path, "aisle", describer=DETECTOR_ON)
     assert events, "cars drove through and nothing was logged"
     for e in events:
         assert "person" not in e["text"] and "people" not in e["text"], e["text"]
         assert all(r["label"] != "person" for r in e["regions"]), e["regions"]
+        ways = {r["heading"] for r in e["regions"] if r["change"] == "passed"}
+        assert ways and ways <= {"top to bottom", "bottom to top"}, e
+        assert all(f"through from {way}" in e["text"] for way in ways), e["text"]
+    assert {r["heading"] for r in events[0]["regions"]} == {"bottom to top"}, events[0]
+    proc = run_monitor("eval-log", tmp_path, VIDEOS / "car-detection.truth.json", "--json", timeout=60)
+    doc = json.loads(proc.stdout)
+    assert doc["found"] == doc["expected"] == doc["direction_right"] == 4 and doc["quiet_events"] == 0, doc
 
 
 def test_passing_traffic_never_stayed(tmp_path) -> None:
@@ -123,6 +133,8 @@ def test_passing_traffic_never_stayed(tmp_path) -> None:
         assert "stayed" not in e["text"], e["text"]
         assert len(parts) <= MAX_CLAUSES and len(set(parts)) == len(parts), e["text"]
     assert any(re.search(r"\b(car|cars|truck|trucks|bus|buses)\b", e["text"]) for e in events), events
+    # traffic is followed through the view: named, with its way, first in the sentence
+    assert all(re.match(r"(an? |\d+ )(car|truck|bus|vehicle)s? drove through from ", e["text"]) for e in events), events
 
 
 def test_without_a_detector_cars_seen_from_above_are_not_people(tmp_path) -> None:

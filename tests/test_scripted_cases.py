@@ -1,67 +1,28 @@
 """Scripted cases of what the change log must get right, each scored with `monitor eval-log`:
 a person who puts a bag down and walks away (the bag is logged as left behind and then persists),
-and a person in view when the camera starts who walks out (a departure, not an arrival). The
-frames are drawn with the synthetic scene's primitives or cut from the shared room clip, written
-as an image sequence and read back through PyAV like any camera."""
+a person in view when the camera starts who walks out (a departure, not an arrival), a car
+parked at the start that drives off, a time-lapse that never settles, and bursts of
+through-traffic. The frames are drawn by `monitor.scene.cases` (also scored by `monitor bench
+changelog`) or cut from the shared room clip, written as an image sequence and read back
+through PyAV like any camera."""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import av
 import cv2
 import numpy as np
-from support import VIDEOS, direction, run_monitor, run_source
+import pytest
+from support import DETECTOR, VIDEOS, direction, monitor_env, read_events, run_monitor, run_source
 
-from monitor.scene.drawing import CAR_COLORS, draw_background, draw_person, draw_vehicle, gaussian_noise, rounded_rect
-
-FPS = 2
-W, H = 640, 360
-BAG = (400, 290, 30, 20)  # centre x, y and size (px) of the bag put down between the feet
-PERSON_COLOURS = ((90, 130, 190), (170, 80, 30), (50, 40, 30))
-
-
-def _person_x(t: float) -> float | None:
-    """Walks in from the right (6-9 s), stands (9-20 s), walks out to the left (20-24 s)."""
-    if 6 <= t < 9:
-        return W + 15 - (W + 15 - 400) * (t - 6) / 3
-    if 9 <= t < 20:
-        return 400.0
-    if 20 <= t < 24:
-        return 400 - 420 * (t - 20) / 4
-    return None
-
-
-def write_bag_left_behind(folder, seconds: float = 36.0) -> dict:
-    """The clip as JPEGs at 2 fps, and its truth (eval-log's events shape)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(5)
-    scene = draw_background(rng, W, H)
-    for i in range(int(seconds * FPS)):
-        t = i / FPS
-        img = scene.copy()
-        if t >= 16:  # put down while standing, half hidden by the legs until they go
-            cx, cy, bw, bh = BAG
-            rounded_rect(img, cx, cy, bw, bh, 4, (30, 30, 140))
-        x = _person_x(t)
-        if x is not None:
-            walking = t < 9 or t >= 20
-            draw_person(img, x, 250, 30, 100, PERSON_COLOURS, step=float(np.sin(6 * t)) if walking else 0.0)
-        noisy = np.clip(img.astype(np.int16) + gaussian_noise(rng, img.shape), 0, 255).astype(np.uint8)
-        cv2.imwrite(str(folder / f"in{i:06d}.jpg"), noisy, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    cx, cy, bw, bh = BAG
-    bag_box = [(cx - bw / 2) / W, (cy - bh / 2) / H, bw / W, bh / H]
-    return {
-        "events": [
-            {"id": "person-1", "what": "person", "kind": "arrived", "t_start": 6.0, "t": 9.0},
-            {"id": "person-1", "what": "person", "kind": "left", "t_start": 20.0, "t": 24.0},
-            # seen once its owner has gone; it must stay in the log's world until the end
-            {"id": "bag-1", "kind": "arrived", "t_start": 20.0, "t": 24.0, "box": bag_box, "static": True},
-        ],
-        "quiet_s": [[0.0, 6.0], [26.0, seconds]],
-        "seconds": seconds,
-    }
+from monitor.scene.cases import BURSTS, FPS, H, W, write_bag_left_behind, write_busy_road, write_parked_at_start
+from monitor.scene.drawing import CAR_COLORS, draw_background, draw_vehicle, gaussian_noise
 
 
 def test_a_bag_put_down_by_someone_who_walks_away_is_left_behind_and_stays(tmp_path) -> None:
@@ -125,3 +86,85 @@ def test_a_time_lapse_that_never_settles_still_yields_events(tmp_path) -> None:
     for e in events:
         assert not e["settled"] and not e["transient"], e
         assert not re.search(r"\b(arrived|stayed)\b|\bleft (the|from)\b", e["text"]), e["text"]
+        # other cars in other places on every image: nothing was followed through
+        assert "through" not in e["text"] and all(r["change"] != "passed" for r in e["regions"]), e["text"]
+
+
+@pytest.mark.parametrize("detector", [False, True], ids=["shape", "detector"])
+def test_busy_through_traffic_is_told_by_its_way(tmp_path, detector: bool) -> None:
+    """Every car that drove through is one "drove through from ... to ..." clause with the right
+    way, each burst one event of at most three clauses, the parked car an arrival, nothing
+    logged while the road was empty (scored by eval-log)."""
+    truth = write_busy_road(tmp_path / "frames")
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    describer = {"detector": {"model": str(DETECTOR)}} if detector else None
+    events = run_source(tmp_path / "frames", tmp_path / "logs", "road", image_fps=FPS, describer=describer)
+    said = [(e["media_t_after"], e["text"]) for e in events]
+    passes = [r for e in events for r in e["regions"] if r["change"] == "passed"]
+    assert len(passes) == sum(len(b) for b in BURSTS), said
+    assert all(r["label"] == "vehicle" for r in passes), passes
+    assert all("drove through from" in e["text"] for e in events[: len(BURSTS)]), said
+    assert "passed" not in {r["change"] for r in events[-1]["regions"]} and direction(events[-1]) == "arrived", said
+    proc = run_monitor("eval-log", tmp_path / "logs", tmp_path / "truth.json", "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["found"] == doc["expected"] == len(truth["events"]), doc
+    assert doc["direction_right"] == doc["found"] and doc["named_right"] == doc["named_expected"], doc
+    assert doc["quiet_events"] == 0 and doc["defects"] == 0, doc
+
+
+def test_a_car_parked_when_the_camera_starts_leaves_and_its_bay_is_then_known_empty(tmp_path) -> None:
+    """The empty-scene background begins as the first frame, car included; the car's track as
+    it drives off says it left (not "something appeared"), and the bay it leaves is learned as
+    empty, so the next car parking there arrived."""
+    truth = write_parked_at_start(tmp_path / "frames")
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    events = run_source(tmp_path / "frames", tmp_path / "logs", "bay", image_fps=FPS)
+    said = [(e["media_t_after"], e["text"]) for e in events]
+    assert [direction(e) for e in events] == ["left", "arrived"], said
+    assert all("through" not in e["text"] for e in events), said
+    proc = run_monitor("eval-log", tmp_path / "logs", tmp_path / "truth.json", "--json", timeout=60)
+    doc = json.loads(proc.stdout)
+    assert (doc["found"], doc["direction_right"], doc["named_right"]) == (2, 2, 2), doc
+    assert doc["quiet_events"] == 0 and doc["defects"] == 0, doc
+
+
+def test_a_change_under_way_when_the_file_ends_reaches_the_log(tmp_path) -> None:
+    """The busy road cut at 33 s, while the third burst's cars are on the road: that change is
+    reported from the last frame, unsettled, saying what was moving (not that it arrived)."""
+    write_busy_road(tmp_path / "frames", seconds=33.0)
+    events = run_source(tmp_path / "frames", tmp_path / "logs", "road", image_fps=FPS)
+    last = events[-1]
+    assert last["media_t_after"] == pytest.approx(32.5) and last["media_t_onset"] >= 29.5, last
+    assert not last["settled"] and "moving" in last["text"], last["text"]
+    assert not re.search(r"\b(arrived|stayed|left)\b", last["text"]), last["text"]
+
+
+def test_sigterm_while_a_car_drives_off_still_logs_that_change(tmp_path) -> None:
+    """The real daemon, paced in real time, stopped by SIGTERM while the parked car drives off:
+    the change under way is reported (unsettled), nothing is lost."""
+    write_parked_at_start(tmp_path / "frames", seconds=20.0)
+    logs = tmp_path / "logs"
+    args = ["run", "--source", tmp_path / "frames", "--image-fps", FPS, "--realtime", "--log-dir", logs, "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", *map(str, args)],
+        env=monitor_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:  # the source is open: media time runs with the clock from here
+            if "source_opened" in line:
+                break
+        time.sleep(11.8)  # the car moves from 10 s and is out of view by 12.6 s
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    events = read_events(logs)
+    assert len(events) == 1, events
+    (event,) = events
+    assert not event["settled"] and 10.0 <= event["media_t_onset"] <= event["media_t_after"] <= 13.0, event
+    assert "moving" in event["text"] and "arrived" not in event["text"], event["text"]

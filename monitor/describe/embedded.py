@@ -20,6 +20,34 @@ from monitor.records import ChangeCandidate, Frame, Region
 # confident HOG decision (its SVM margin, 0 at the decision boundary): otherwise "something".
 PERSON_ASPECT = 2.0
 HOG_MIN_SCORE = 1.0
+MAX_PASS_FRAMES = 3  # frames of one change that name what passed through
+
+
+def pass_views(cand: ChangeCandidate, max_frames: int = MAX_PASS_FRAMES) -> dict[int, tuple[Region, Frame] | None]:
+    """For each region that passed through: a frame of its track and its box there, or None.
+    At most `max_frames` distinct frames per change (the detector's cost), chosen greedily to
+    show the most of those things; a thing seen in none of them stays unnamed."""
+    passed = [r for r in cand.regions if r.change == "passed" and cand.track(r.track) is not None]
+    views = {r.track: {f.seq: (s, f) for s, f in reversed(cand.track(r.track).views)} for r in passed}
+    chosen: list[int] = []
+    while len(chosen) < max_frames:
+        counts: dict[int, float] = {}
+        for seen in views.values():
+            if not any(seq in seen for seq in chosen):
+                for seq, (s, _) in seen.items():
+                    counts[seq] = counts.get(seq, 0.0) + 1.0 + s.w * s.h  # most things, then the largest
+        if not counts:
+            break
+        chosen.append(max(counts, key=counts.__getitem__))
+    out: dict[int, tuple[Region, Frame] | None] = {}
+    for region in passed:
+        seen = [views[region.track][seq] for seq in chosen if seq in views[region.track]]
+        if not seen:
+            out[region.track] = None
+            continue
+        s, frame = max(seen, key=lambda v: v[0].w * v[0].h)
+        out[region.track] = (replace(region, x=s.x, y=s.y, w=s.w, h=s.h), frame)
+    return out
 
 
 class EmbeddedDescriber:
@@ -42,11 +70,26 @@ class EmbeddedDescriber:
         return running  # nothing to change live
 
     def describe_one(self, cand: ChangeCandidate) -> Description:
-        """The sentence, and the regions with their labels and settled verdicts."""
-        judge = self.detector.judge if self.detector is not None else self.judge
-        regions = tuple(judge(cand.before, cand.after, r, cand.transient) for r in cand.regions)
+        """The sentence, and the regions with their labels and settled verdicts. What passed
+        through is named from a frame of its track (the one where it was largest)."""
+        judge = self.judge_with_detector if self.detector is not None else self.judge
+        views = pass_views(cand)
+        regions = tuple(
+            self._pass(judge, cand.before, r, views[r.track])
+            if r.track in views and r.change == "passed"
+            else judge(cand.before, cand.after, r, cand.transient)
+            for r in cand.regions
+        )
         labels = tuple(r.label for r in regions)
         return Description(sentence(regions, labels, cand.transient, cand.settled), labels, regions)
+
+    @staticmethod
+    def _pass(judge, before: Frame, region: Region, view: tuple[Region, Frame] | None) -> Region:
+        """A region that passed through, named from a frame of its track (unnamed without one)."""
+        if view is None:
+            return region
+        named = judge(before, view[1], view[0], True)
+        return replace(named, x=region.x, y=region.y, w=region.w, h=region.h)
 
     def judge(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
         """Without a detector: people by shape and HOG, vehicles by shape. A person seen by HOG
@@ -62,9 +105,22 @@ class EmbeddedDescriber:
             was = None if transient else ("person" if self._has_person(before.image, region) else None)
             if now or was:
                 return settle(region, was, now, transient)
-        if region.w * region.h >= 0.01 and pw >= 1.2 * ph:
-            return replace(region, label="vehicle")  # large and wider than tall: a car from a fixed camera
-        return replace(region, label=None)
+        return replace(region, label=self._shape(after, region))
+
+    def judge_with_detector(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
+        """The detector's objects; where it sees nothing, what shape and HOG see (as without a
+        detector): a small detector misses cars seen from straight above and distant people."""
+        judged = self.detector.judge(before, after, region, transient)
+        if judged.label is None and region.change != "left_behind":
+            return self.judge(before, after, region, transient)
+        return judged
+
+    @staticmethod
+    def _shape(after: Frame, region: Region) -> str | None:
+        """Large and wider than tall: a car from a fixed camera."""
+        h, w = after.image.shape[:2]
+        wide = region.w * w >= 1.2 * region.h * h
+        return "vehicle" if region.w * region.h >= 0.01 and wide else None
 
     def _has_person(self, image: np.ndarray, region: Region) -> bool:
         h, w = image.shape[:2]

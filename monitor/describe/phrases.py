@@ -79,12 +79,29 @@ _UNSETTLED = {
 SEVERAL_PLACES = "in several places"
 
 
+# How what passed through went: by kind of thing, else "passed through".
+_THROUGH = {
+    "person": "walked through",
+    "bicycle": "rode through",
+    "motorcycle": "rode through",
+    "horse": "rode through",
+}
+_DRIVES = frozenset({"vehicle", "car", "bus", "truck", "van"})
+
+
+def through(label: str | None) -> str:
+    return "drove through" if label in _DRIVES else _THROUGH.get(label or "", "passed through")
+
+
 def phrase(
     region: Region, label: str | None, transient: bool, count: int = 1, settled: bool = True, place: str | None = None
 ) -> str:
-    """One clause: 'a vehicle arrived on the right', '2 people passed through the centre'."""
-    place = place or place_name(region)
+    """One clause: 'a vehicle arrived on the right', '2 people passed through the centre',
+    'a car drove through from left to right'."""
     subject = noun(label, count)
+    if region.change == "passed" and region.heading:
+        return f"{subject} {through(label)} from {region.heading}"
+    place = place or place_name(region)
     if transient:
         return f"{subject} passed through {_where(place)}" if label else f"{subject} moved briefly {place}"
     verbs = _VERBS[(region.change, _kind(label))] if settled else _UNSETTLED[_kind(label)]
@@ -100,16 +117,21 @@ def sentence(regions: Sequence[Region], labels: Sequence[str | None], transient:
     groups: dict[tuple, list[Region]] = {}
     ongoing = not settled and not transient  # what moved, by kind, wherever it was
     for region, label in zip(regions, labels):
-        key = (label,) if ongoing else (label, region.change, place_name(region))
+        if region.change == "passed":  # one clause per kind of thing and way, wherever it was
+            key = (label, region.change, region.heading)
+        else:
+            key = (label,) if ongoing else (label, region.change, place_name(region))
         groups.setdefault(key, []).append(region)
+    # Most telling first: what passed through (a whole story), named things, the most of them.
+    ranked = sorted(groups.items(), key=lambda g: (g[1][0].change != "passed", g[0][0] is None, -len(g[1])))
     clauses = []
-    for key, rs in groups.items():
+    for key, rs in ranked:
         places = {place_name(r) for r in rs}
         place = places.pop() if len(places) == 1 else SEVERAL_PLACES
         clauses.append(phrase(rs[0], key[0], transient, len(rs), settled, place))
     if len(clauses) > MAX_CLAUSES:
         shown = clauses[: MAX_CLAUSES - 1]
-        rest = sum(len(rs) for rs in list(groups.values())[MAX_CLAUSES - 1 :])
+        rest = sum(len(rs) for _, rs in ranked[MAX_CLAUSES - 1 :])
         clauses = [*shown, f"{rest} more changes elsewhere"]  # two groups or more: never "1 more"
     if not clauses:
         return "something changed"

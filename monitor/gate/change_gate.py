@@ -17,6 +17,7 @@ import numpy as np
 from monitor.config import GateConfig, Polygon
 from monitor.gate.imaging import Exposure, ExposureFitter, polygon_mask, shrink, ssim
 from monitor.gate.regions import RegionFinder
+from monitor.gate.tracks import ChangeTracker, passes
 from monitor.records import ChangeCandidate, Frame, GateScores
 
 _SSIM_EVERY_S = 5.0
@@ -57,6 +58,7 @@ class ChangeGate:
         self._prev_img: np.ndarray | None = None  # the previous frame, in ref space
         self._prev_t = 0.0
         self._regions: RegionFinder | None = None
+        self._tracker: ChangeTracker | None = None  # links the changed areas of a change's frames
         self._onset: float | None = None
         self._still_since: float | None = None
         self._peak: tuple[float, Frame, np.ndarray] | None = None  # (fraction, frame, image in ref space)
@@ -80,6 +82,7 @@ class ChangeGate:
         if self._ref is None:
             self._ref, self._ref_img, self._prev_img, self._prev_t = frame, img, img, t
             self._regions = RegionFinder(img, self._valid, self.cfg, self.sample_fps)
+            self._tracker = ChangeTracker(self.sample_fps, (img.shape[1], img.shape[0]))
             self._background_foreground(img)
             return None
         assert self._ref_img is not None and self._prev_img is not None and self._regions is not None
@@ -101,7 +104,11 @@ class ChangeGate:
             if not self._starts_change(frac, changed, cur, t):
                 return None
             self._onset, self._still_since, self._peak = t, None, None
+            self._tracker.reset()
             self.fires += 1
+        comps = self._regions.components(changed)
+        looks = [float(cur[y : y + h, x : x + w][pix].mean()) for (x, y, w, h), pix, _ in comps]
+        self._tracker.update(frame, [box for box, _, _ in comps], looks)
         if self._peak is None or frac >= self._peak[0]:
             self._peak = (frac, frame, cur)
 
@@ -227,9 +234,16 @@ class ChangeGate:
             # This frame becomes the reference: its raw exposure is the new ref space.
             self._ref, self._ref_img, self._ref_to_model = frame, img, to_model
             self._prev_img = img
-        regions = self._regions.regions(before_img, after_img, changed, transient, model_to_before)
+        tracks = self._tracker.tracks()
+        regions = self._regions.regions(before_img, after_img, changed, transient, model_to_before, tracks)
         if not regions:  # nothing large enough, or only a known thing shifting in place
             return None
+        passed = passes(tracks, regions)
+        if passed:  # what passed through, with its way: for a transient change, instead of its busiest frame
+            regions = [r for _, r in passed] if transient else [*regions, *(r for _, r in passed)]
         self._cooldown_until = frame.media_time + self.cfg.cooldown_s
         scores = GateScores(ssim=round(self._half_ssim(after_img, before_img), 4), changed_fraction=round(frac, 5))
-        return ChangeCandidate(self.camera_id, before, after, onset, tuple(regions), scores, transient, settled)
+        followed = tuple(t for t, _ in passed)
+        return ChangeCandidate(
+            self.camera_id, before, after, onset, tuple(regions), scores, transient, settled, tracks=followed
+        )

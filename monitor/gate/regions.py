@@ -10,7 +10,8 @@ import numpy as np
 
 from monitor.config import GateConfig
 from monitor.gate.imaging import Exposure
-from monitor.records import Region
+from monitor.gate.tracks import left_from
+from monitor.records import Region, Track
 
 Box = tuple[int, int, int, int]  # x, y, w, h in working-image pixels
 LEFT_BEHIND_MAX = 0.6  # of what left: an object left behind is smaller than who left it
@@ -82,8 +83,16 @@ class RegionFinder:
         return bool(self.components(changed))
 
     def regions(
-        self, before: np.ndarray, after: np.ndarray, changed: np.ndarray, transient: bool, model_to_before: Exposure
+        self,
+        before: np.ndarray,
+        after: np.ndarray,
+        changed: np.ndarray,
+        transient: bool,
+        model_to_before: Exposure,
+        tracks: tuple[Track, ...] = (),
     ) -> list[Region]:
+        """The regions of a finished change with their verdicts; `tracks`: the change's tracks,
+        which overrule the background where something followed away from a region."""
         comps = sorted(self.components(changed), key=lambda c: -c[2])
         # Everything in the photometry of `before` (the caller matched `after` already).
         background = model_to_before.apply(self.background.astype(np.uint8))
@@ -112,6 +121,7 @@ class RegionFinder:
             "moved" if k == "disappeared" and self._still_there(box, after, background) else k
             for (box, _, _), k in zip(comps, kinds)
         ]
+        followed = self._left_by_tracks(comps, kinds, before, after, tracks, model_to_before) if not transient else {}
         if self._fidget(comps, kinds, transient):
             return []
         left = [] if transient else self._left_behind(comps, kinds, after, background)
@@ -122,9 +132,31 @@ class RegionFinder:
         self._pair_moves(comps, kinds, before, after)
         H, W = changed.shape
         return [
-            Region(x / W, y / H, w / W, h / H, kind, round(area, 5))  # type: ignore[arg-type]
-            for ((x, y, w, h), _, area), kind in [*zip(comps, kinds), *((c, "left_behind") for c in left)]
+            Region(x / W, y / H, w / W, h / H, kind, round(area, 5), None, followed.get(i))  # type: ignore[arg-type]
+            for i, (((x, y, w, h), _, area), kind) in enumerate(
+                [*zip(comps, kinds), *((c, "left_behind") for c in left)]
+            )
         ]
+
+    def _left_by_tracks(self, comps, kinds: list[str], before, after, tracks, model_to_before: Exposure) -> dict:
+        """{component: track} where a track shows the thing that stood there moving off. It left,
+        even where the verdict was "appeared": the background had it (it was in view when the
+        camera started), and the empty scene, now seen there, replaces the background there."""
+        height, width = after.shape
+        out = {}
+        for i, ((x, y, w, h), pix, area) in enumerate(comps):
+            if kinds[i] not in ("appeared", "disappeared"):
+                continue
+            region = Region(x / width, y / height, w / width, h / height, "appeared", area)
+            track = left_from(tracks, region, float(before[y : y + h, x : x + w][pix].mean()))
+            if track is None:
+                continue
+            out[i] = track.track_id
+            if kinds[i] == "appeared":
+                kinds[i] = "disappeared"
+                model = model_to_before.inverse().apply(after[y : y + h, x : x + w]).astype(np.float32)
+                self.background[y : y + h, x : x + w][pix] = model[pix]
+        return out
 
     def _left_behind(self, comps, kinds: list[str], after: np.ndarray, background: np.ndarray) -> list:
         """What still differs from the empty scene where something left: an object it put down

@@ -38,7 +38,16 @@ def change_event(cand: ChangeCandidate, seq: int, desc: Description, describer: 
 
 
 def region_out(r: Region) -> RegionOut:
-    return RegionOut(x=round(r.x, 4), y=round(r.y, 4), w=round(r.w, 4), h=round(r.h, 4), change=r.change, label=r.label)
+    return RegionOut(
+        x=round(r.x, 4),
+        y=round(r.y, 4),
+        w=round(r.w, 4),
+        h=round(r.h, 4),
+        change=r.change,
+        label=r.label,
+        track=r.track,
+        heading=r.heading,
+    )
 
 
 def health_event(notice: HealthNotice, seq: int) -> ChangeEvent:

@@ -10,7 +10,8 @@ an event not matched at all (direction wrong). A pass-through event ("a car pass
 `transient`) that matches an arrival also stands for that thing's departure.
 Scores:
 - found: expected changes with a matching event; direction: of those, the event's verdict
-  (appeared = arrived, disappeared = left) agrees; named: of those with a known `what`, the
+  (appeared = arrived, disappeared = left, passed = an arrival and its departure, or a pass
+  whose `heading` agrees) agrees; named: of those with a known `what`, the
   event names it (its region labels or its words);
 - static: objects left behind that are found and then persist (no later event says they went
   before their `until`);
@@ -76,8 +77,12 @@ class Score:
 
 
 def direction(event: ChangeEvent) -> str:
+    """'arrived', 'left', 'passed' or 'other': the event's main verdict."""
     kinds = {r.change for r in event.regions}
-    return "arrived" if "appeared" in kinds else ("left" if "disappeared" in kinds else "other")
+    for kind, verdict in (("appeared", "arrived"), ("disappeared", "left"), ("passed", "passed")):
+        if kind in kinds:
+            return verdict
+    return "other"
 
 
 def names_it(event: ChangeEvent, what: str) -> bool:
@@ -112,7 +117,8 @@ def _covers(event: ChangeEvent, box: tuple[float, float, float, float]) -> bool:
 
 
 # The region verdicts that say a change of each kind happened.
-AGREEING = {"arrived": {"appeared", "left_behind"}, "left": {"disappeared"}}
+# A region that passed through answers the thing's arrival (and its departure: see `passed`).
+AGREEING = {"arrived": {"appeared", "left_behind", "passed"}, "left": {"disappeared"}, "passed": {"passed"}}
 
 
 def score(events: list[ChangeEvent], truth: Truth, tolerance_s: float = TOLERANCE_S) -> Score:
@@ -121,14 +127,19 @@ def score(events: list[ChangeEvent], truth: Truth, tolerance_s: float = TOLERANC
     taken: dict[int, set[int]] = {}  # event -> its regions already matched (-1: the whole event)
     passed: dict[str, int] = {}  # object id -> the pass-through event that matched its arrival
 
-    def free(i: int, kind: str, box) -> list[int]:
+    def free(i: int, kind: str, box, heading) -> list[int]:
         used = taken.get(i, set())
         if -1 in used:
             return []
         regions = changes[i].regions
         idx = [j for j, r in enumerate(regions) if r.change in AGREEING[kind] and j not in used]
-        if box is not None:  # where the truth says: the region on it first
-            idx.sort(key=lambda j: not _overlap_box(regions[j], box))
+        # where the truth says and the way it says first
+        idx.sort(
+            key=lambda j: (
+                box is not None and not _overlap_box(regions[j], box),
+                heading not in (None, regions[j].heading),
+            )
+        )
         return idx
 
     for exp in truth.changes:
@@ -138,7 +149,7 @@ def score(events: list[ChangeEvent], truth: Truth, tolerance_s: float = TOLERANC
         pick, region = (passed.pop(exp.object_id, None), None) if exp.kind == "left" and exp.object_id else (None, None)
         if pick is None:
             near = [i for i, e in enumerate(changes) if _overlaps(e, exp, tolerance_s)]
-            agreeing = [(i, f[0]) for i in near if (f := free(i, exp.kind, exp.box))]
+            agreeing = [(i, f[0]) for i in near if (f := free(i, exp.kind, exp.box, exp.heading))]
             unused = [i for i in near if i not in taken]
             pick, region = agreeing[0] if agreeing else ((unused[0], None) if unused else (None, None))
         if pick is None:
@@ -146,10 +157,14 @@ def score(events: list[ChangeEvent], truth: Truth, tolerance_s: float = TOLERANC
             continue
         ev = changes[pick]
         taken.setdefault(pick, set()).add(-1 if region is None else region)
-        if ev.transient and exp.kind == "arrived" and exp.object_id:
+        through = region is not None and ev.regions[region].change == "passed"
+        if (ev.transient or through) and exp.kind == "arrived" and exp.object_id:
             passed[exp.object_id] = pick
         out.found += 1
-        right = region is not None or (ev.transient and direction(ev) != "other")
+        if region is not None:
+            right = exp.heading is None or ev.regions[region].heading == exp.heading
+        else:
+            right = ev.transient and direction(ev) != "other"
         out.direction_right += right
         named = exp.what is None or names_it(ev, exp.what)
         if exp.what:

@@ -7,9 +7,11 @@ Two shapes are read, both JSON objects:
   `end`, and the time outside every interval is quiet. Optional, added for eval-log: `what`
   ("person", "vehicle": what the intervals are of) and `end_s` (the clip's length).
 - events (the synthetic scene's `render_sample_scene` truth): `events: [{what, kind, t_start,
-  t, box, ...}]` with `kind` "arrived" or "left", the change under way from `t_start` to `t`
-  (`box`: where, as x, y, w, h fractions). Optional, added for eval-log: `static: true` for an
-  object put down that must persist (a bag left behind), `until` (when it is taken, or null),
+  t, box, ...}]` with `kind` "arrived", "left" or "passed" (came and went within one change;
+  optional `heading`: "left to right", "right to left", "top to bottom" or "bottom to top"), the
+  change under way from `t_start` to `t` (`box`: where, as x, y, w, h fractions). Optional,
+  added for eval-log: `static: true` for an object put down that must persist (a bag left
+  behind), `until` (when it is taken, or null),
   `quiet_s: [[start, end], ...]` (stretches in which nothing may be logged) and `seconds`.
 
 Unknown keys are ignored, so a truth file may carry notes and more (backward compatible)."""
@@ -35,7 +37,8 @@ class _Loose(BaseModel):
 class TruthEvent(_Loose):
     id: str | None = None
     what: str | None = None
-    kind: Literal["arrived", "left"]
+    kind: Literal["arrived", "left", "passed"]
+    heading: Literal["left to right", "right to left", "top to bottom", "bottom to top"] | None = None
     t_start: float | None = None
     t: float
     box: tuple[float, float, float, float] | None = None
@@ -62,6 +65,7 @@ class ExpectedChange:
     static: bool = False  # an object left behind: it must persist
     until: float | None = None  # when a static object is taken (None: never)
     object_id: str | None = None  # the same thing's arrival and departure share it
+    heading: str | None = None  # kind "passed": its way through the view ("left to right")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,9 @@ def _from_intervals(doc: TruthFile) -> Truth:
 
 def _from_events(doc: TruthFile) -> Truth:
     changes = [
-        ExpectedChange(e.kind, e.t if e.t_start is None else e.t_start, e.t, e.what, e.box, e.static, e.until, e.id)
+        ExpectedChange(
+            e.kind, e.t if e.t_start is None else e.t_start, e.t, e.what, e.box, e.static, e.until, e.id, e.heading
+        )
         for e in doc.events or []
     ]
     return Truth(tuple(sorted(changes, key=lambda c: c.start)), tuple(doc.quiet_s or []))
