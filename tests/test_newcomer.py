@@ -3,7 +3,10 @@ exit code, never "internal error"; the global flags work after the subcommand to
 
 from __future__ import annotations
 
-from support import EXAMPLE_CONFIG, assert_no_traceback, run_monitor
+import subprocess
+import sys
+
+from support import EXAMPLE_CONFIG, REPO, assert_no_traceback, make_event, monitor_env, read_events, run_monitor
 
 
 def one_line(proc) -> str:
@@ -142,3 +145,29 @@ def test_a_file_that_cannot_be_read_is_exactly_one_stderr_line(tmp_path) -> None
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(expected), proc.stderr
         assert not (tmp_path / "logs").exists()  # refused before anything was written
+
+
+def test_the_quickstart_config_runs_as_the_readme_shows(tmp_path) -> None:
+    """Usage's config line, word for word: `monitor sample sample.mp4 && monitor run --config
+    config/quickstart.yaml`, in a fresh directory (the config's paths are relative to it)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "monitor sample sample.mp4 && monitor run --config config/quickstart.yaml" in readme
+    assert run_monitor("sample", "sample.mp4", "--seconds", "20", cwd=tmp_path).returncode == 0
+    proc = run_monitor("run", "--config", REPO / "config" / "quickstart.yaml", "--quiet", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = read_events(tmp_path / "monitor-logs")
+    assert {e["camera"] for e in events} == {"lot-east", "lot-west"}, events
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path) -> None:
+    """`monitor tail -n 0 --json | head -1` on a long log: the reader went away after one line
+    (the rest no longer fits the pipe); no "internal error", exit 0."""
+    (tmp_path / "logs").mkdir()
+    lines = [make_event(seq=n, t=float(n)).model_dump_json() for n in range(1, 3001)]
+    (tmp_path / "logs" / "changes.jsonl").write_text("\n".join(lines) + "\n")
+    cmd = (
+        f"{sys.executable} -m monitor tail -n 0 --json --log-dir {tmp_path / 'logs'} | head -1; exit ${{PIPESTATUS[0]}}"
+    )
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, env=monitor_env(), cwd=REPO)
+    assert proc.stdout.count("\n") == 1 and '"seq":1' in proc.stdout.replace(" ", ""), proc.stdout[:200]
+    assert proc.stderr == "" and proc.returncode == 0, proc.stderr
