@@ -216,6 +216,17 @@ class ChangeEvent(BaseModel):
         return f"{at.isoformat(sep=' ', timespec='seconds')} {self.camera}: {self.text}"
 
 
+def overlap(a: Region | Detection | Sighting, b: Region | Detection | Sighting) -> tuple[float, float]:
+    """Two normalised boxes: (intersection over the smaller of the two, intersection over union)."""
+    ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    inter = ix * iy
+    area_a, area_b = a.w * a.h, b.w * b.h
+    if inter <= 0 or area_a <= 0 or area_b <= 0:
+        return 0.0, 0.0
+    return inter / min(area_a, area_b), inter / (area_a + area_b - inter)
+
+
 def iso_utc(unix_time: float) -> str:
     """ISO-8601 UTC with milliseconds: 2026-11-25T08:14:03.120Z."""
     dt = datetime.fromtimestamp(unix_time, tz=UTC)

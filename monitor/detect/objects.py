@@ -10,24 +10,13 @@ from dataclasses import replace
 from typing import Protocol
 
 from monitor.config import DetectorConfig
-from monitor.records import Detection, Frame, Region
+from monitor.records import Detection, Frame, Region, overlap
 
 MIN_COVER = 0.5  # of the smaller of region and box that must overlap for the box to name the region
 
 
 class Detector(Protocol):
     def detect(self, image) -> tuple[Detection, ...]: ...
-
-
-def overlap(region: Region, det: Detection) -> tuple[float, float]:
-    """(intersection over the smaller of the two, intersection over union)."""
-    ix = max(0.0, min(region.x + region.w, det.x + det.w) - max(region.x, det.x))
-    iy = max(0.0, min(region.y + region.h, det.y + det.h) - max(region.y, det.y))
-    inter = ix * iy
-    a, b = region.w * region.h, det.area
-    if inter <= 0 or a <= 0 or b <= 0:
-        return 0.0, 0.0
-    return inter / min(a, b), inter / (a + b - inter)
 
 
 def build_detector(cfg: DetectorConfig) -> ObjectDetector | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from monitor.records import Frame, Region, Sighting, Track
+from monitor.records import Frame, Region, Sighting, Track, overlap
 
 REACH = 1.25  # a thing's next centre lies within this many of its sizes of where it was heading
 MAX_LOST_S = 1.0  # a track unseen for longer than this (plus one frame) has ended
@@ -128,7 +128,7 @@ def passes(tracks: tuple[Track, ...], regions: list[Region]) -> list[tuple[Track
             continue
         if any(r.track == track.track_id for r in regions):
             continue  # a region's own track: the thing that left from there
-        if any(r.change in ("disappeared", "moved") and _overlap(seen[0], r) >= 0.3 for r in regions):
+        if any(r.change in ("disappeared", "moved") and overlap(seen[0], r)[0] >= 0.3 for r in regions):
             continue  # began on the place something left
         best = track.views[0][0]
         region = Region(best.x, best.y, best.w, best.h, "passed", round(best.w * best.h, 5), None, track.track_id)
@@ -180,20 +180,13 @@ def left_from(tracks: tuple[Track, ...], r: Region, look_before: float) -> Track
     holds whatever the empty-scene background says, which may have begun with the thing in it."""
     for track in tracks:
         seen = track.sightings
-        if len(seen) < 2 or not starts_at(track, r) or _overlap(seen[-1], r) >= 0.2:
+        if len(seen) < 2 or not starts_at(track, r) or overlap(seen[-1], r)[0] >= 0.2:
             continue
         dx, dy = track.travel
         looks = sorted(s.look for s in seen)
         if (dx * dx + dy * dy) ** 0.5 >= MIN_TRAVEL and abs(looks[len(looks) // 2] - look_before) <= LOOK_TOLERANCE:
             return track
     return None
-
-
-def _overlap(s: Sighting, r: Region) -> float:
-    """Intersection over the smaller of the two boxes."""
-    iw = max(0.0, min(s.x + s.w, r.x + r.w) - max(s.x, r.x))
-    ih = max(0.0, min(s.y + s.h, r.y + r.h) - max(s.y, r.y))
-    return iw * ih / max(1e-9, min(s.w * s.h, r.w * r.h))
 
 
 def _cut(s: Sighting) -> bool:
