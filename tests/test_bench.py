@@ -66,7 +66,8 @@ def test_bench_gate_missing_video(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_bench_gate_with_the_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--detector`: a fourth row, the detector's ms per change, and the side-by-side ratio."""
+    """`--detector`: the describer rows with the detector off and on, the detector's ms per
+    change, and the side-by-side ratios."""
     from support import DETECTOR
 
     out = tmp_path / "d.json"
@@ -74,12 +75,17 @@ def test_bench_gate_with_the_detector(tmp_path: Path, capsys: pytest.CaptureFixt
     assert bench_gate(_args(*args, "--json", str(out))) == 0
     doc = json.loads(out.read_text(encoding="utf-8"))
     runs = {r["mode"]: r for r in doc["results"]}
-    assert set(runs) == {*MODES, "ours-keyframes+detector"}
-    with_detector, plain = runs["ours-keyframes+detector"], runs["ours-keyframes"]
-    assert with_detector["events"] == plain["events"] >= 1  # a person arrives at 6 s
-    assert with_detector["detector_ms_per_change"] > 0 and plain["detector_ms_per_change"] is None
-    ratio = doc["detector_goal"]["ratios"][VIDEO.name]
-    assert ratio == pytest.approx(with_detector["cameras_per_core"] / plain["cameras_per_core"], rel=0.01)
+    assert set(runs) == {*MODES, "ours-keyframes+embedded", "ours-keyframes+detector"}
+    with_detector, off, plain = (runs[f"ours-keyframes{m}"] for m in ("+detector", "+embedded", ""))
+    assert with_detector["events"] == off["events"] == plain["events"] >= 1  # a person arrives at 6 s
+    assert with_detector["detector_ms_per_change"] > 0
+    assert plain["detector_ms_per_change"] is None and off["detector_ms_per_change"] is None
+    goal = doc["detector_goal"]
+    kept = with_detector["cameras_per_core"] / off["cameras_per_core"]
+    assert goal["kept_against_detector_off"][VIDEO.name] == pytest.approx(kept, rel=0.01)
+    kept = with_detector["cameras_per_core"] / plain["cameras_per_core"]
+    assert goal["kept_against_gate_alone"][VIDEO.name] == pytest.approx(kept, rel=0.01)
+    assert goal["evaluated"] is (VIDEO.name == "one-by-one-person-detection.mp4")
     assert "det ms/change" in capsys.readouterr().out
     assert bench_gate(_args("--video", str(VIDEO), "--detector", str(tmp_path / "none.onnx"))) == 1
 

@@ -72,7 +72,36 @@ def test_regions_are_named_by_the_box_that_covers_them(detector: OnnxDetector) -
     elsewhere = Region(0.05, 0.6, 0.1, 0.2, "appeared", 0.02)
     assert objects.covering(frame, on_the_person).label == "person"
     assert objects.covering(frame, elsewhere) is None
-    assert objects.frames == 1  # both regions from one detector run
+    assert objects.covering(frame, on_the_person).label == "person"
+    assert objects.runs == 2  # one crop each; the same crop again is not run again
+
+
+def test_both_files_take_crops_at_their_own_size(detector: OnnxDetector) -> None:
+    # The network is fully convolutional: with the graph's input size left free, a crop around
+    # the person goes in at 128 px on its long side (aspect kept), not stretched to 512x512.
+    assert detector.any_size and detector.layout == "centernet-heads"
+    image = video_frame(ROOM, 300)
+    tensor, _, _ = detector._crop_input(image[32:357, 345:546])
+    assert tensor.shape == (1, 128, 96, 3)  # 325x201 -> 128x79, padded to the stride of 32
+    (person,) = detector.detect(image, (345, 32, 546, 357))
+    assert person.label == "person" and person.score > 0.4
+    # Boxes come back in whole-frame coordinates: the README's (380, 5, 544, 381) on 768x432.
+    assert abs(person.x - 380 / 768) < 0.03 and abs((person.x + person.w) - 544 / 768) < 0.03, person
+    assert detector.detect(image, (16, 237, 137, 368)) == ()  # the empty floor beside them
+
+
+def test_crops_off_means_whole_frames(tmp_path) -> None:
+    whole = OnnxDetector(DetectorConfig(model=DETECTOR, crop=0))
+    assert not whole.any_size and whole.layout == "centernet"
+    image = video_frame(ROOM, 300)
+    assert whole.detect(image, (16, 237, 137, 368)) == whole.detect(image)  # the crop is ignored
+    # Whole frames decoded in the graph (crops off) and from the heads in numpy (crops on) agree.
+    heads = OnnxDetector(DetectorConfig(model=DETECTOR))
+    for frame in (image, cv2.imread(str(HIGHWAY_800))):
+        in_graph, in_numpy = whole.detect(frame), heads.detect(frame)
+        assert [d.label for d in in_graph] == [d.label for d in in_numpy] and len(in_graph) >= 1
+        for a, b in zip(in_graph, in_numpy, strict=True):
+            assert (a.score, a.x, a.y, a.w, a.h) == pytest.approx((b.score, b.x, b.y, b.w, b.h), abs=1e-3)
 
 
 # -- the common YOLO export layout, on a graph built here ------------------------------------
@@ -127,6 +156,8 @@ def test_yolo_export_layout(tmp_path, transposed: bool) -> None:
     person, bag = found
     assert (person.x, person.y, person.w, person.h) == pytest.approx((16 / 128, 16 / 64, 32 / 128, 32 / 64))
     assert (bag.x, bag.y, bag.w, bag.h) == pytest.approx((88 / 128, 24 / 64, 16 / 128, 32 / 64))
+    # A YOLO export keeps its fixed input: it always sees the whole frame, whatever the crop.
+    assert not det.any_size and det.detect(np.zeros((64, 128, 3), np.uint8), (0, 0, 8, 8)) == found
 
 
 def test_yolo_stretch_and_labels_from_the_export_metadata(tmp_path) -> None:

@@ -9,10 +9,12 @@ Three measurements per video, in this order and in one process, each single-thre
 - `ours-keyframes`: `VideoSource` as the monitor runs it (keyframes-only decoding when the GOP is
   no longer than the sample interval) + `ChangeGate.detect` on every sampled frame;
 - `ours-all-frames`: the same with keyframes-only decoding forced off;
-- `ours-keyframes+detector` (with `--detector MODEL`): `ours-keyframes` plus the embedded
-  describer naming every change with that object detector (its before and after frames), as
-  the daemon runs it; `det ms/change` is the detector's share per change, and the goal is that
-  cameras per core fall by at most 10 % against `ours-keyframes`, measured side by side.
+- with `--detector MODEL`, two more: `ours-keyframes+embedded`, `ours-keyframes` plus the
+  embedded describer on every change with the detector off (shapes and OpenCV's HOG), and
+  `ours-keyframes+detector`, the same with that object detector naming what changed (crops
+  around the changed regions, as the daemon runs it). `det ms/change` is the detector's share
+  per change. The goal, on the room clip: with the detector on, cameras per core fall by at most
+  10 % against the detector off; the fall against the gate alone is reported beside it.
 
 Sampling is the same presentation-time grid in all three (`monitor.sources.sampler.Sampler`).
 """
@@ -108,13 +110,19 @@ def run_naive(path: Path, sample_fps: float, seconds: float | None, structural_s
 
 
 def run_ours(
-    path: Path, sample_fps: float, seconds: float | None, keyframes: bool, detector_model: Path | None = None
+    path: Path,
+    sample_fps: float,
+    seconds: float | None,
+    keyframes: bool,
+    describe: bool = False,
+    detector_model: Path | None = None,
 ) -> Run:
     cam_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)[:64] or "camera"
     cam = CameraConfig(id=cam_id, source=str(path), sample_fps=sample_fps)
     detector = describer = None
     if detector_model is not None:  # loaded before the clock starts, as the daemon does at start
         detector = ObjectDetector(OnnxDetector(DetectorConfig(model=detector_model)))
+    if describe:
         describer = EmbeddedDescriber(detector=detector)
     sampled = events = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -136,8 +144,9 @@ def run_ours(
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     mode = "ours-keyframes" if keyframes else "ours-all-frames"
     run = Run(path.name, mode, source.stats.mode, sampled, source.stats.decoded, cpu, wall, events)
+    if describer is not None:
+        run.mode += "+embedded" if detector is None else "+detector"
     if detector is not None:
-        run.mode += "+detector"
         run.detector_ms_per_change = 1000.0 * detector.seconds / max(1, events)
     return run
 
@@ -243,26 +252,36 @@ def evaluate_goal(runs: list[Run], sample_fps: float) -> dict:
 
 
 def evaluate_detector_goal(runs: list[Run]) -> dict:
-    """Cameras per core with the detector on against without, per video, side by side."""
-    plain = {r.video: r for r in runs if r.mode == "ours-keyframes"}
-    ratios = {
-        r.video: round(r.cameras_per_core / max(plain[r.video].cameras_per_core, 1e-9), 3)
-        for r in runs
-        if r.mode == "ours-keyframes+detector" and r.video in plain
-    }
-    worst = min(ratios.values(), default=None)
+    """Cameras per core with the detector on against off (the embedded describer's shapes and
+    HOG), and against the gate alone, per video, side by side; the goal is the room clip's."""
+    by = {(r.video, r.mode): r for r in runs}
+
+    def kept(base_mode: str) -> dict[str, float]:
+        return {
+            video: round(r.cameras_per_core / max(by[(video, base_mode)].cameras_per_core, 1e-9), 3)
+            for (video, mode), r in by.items()
+            if mode == "ours-keyframes+detector" and (video, base_mode) in by
+        }
+
+    against_off, against_gate = kept("ours-keyframes+embedded"), kept("ours-keyframes")
+    room = against_off.get(GOAL_VIDEO)
     return {
-        "text": "with the detector on, cameras per core fall by at most 10 %",
-        "ratios": ratios,
-        "worst": worst,
-        "pass": worst is not None and worst >= 0.9,
+        "text": f"with the detector on, cameras per core fall by at most 10 % against off ({GOAL_VIDEO})",
+        "kept_against_detector_off": against_off,
+        "kept_against_gate_alone": against_gate,
+        "evaluated": room is not None,
+        "pass": room is not None and room >= 0.9,
     }
 
 
 def detector_goal_line(goal: dict) -> str:
-    per_video = ", ".join(f"{v} {100 * x:.0f} %" for v, x in goal["ratios"].items())
-    verdict = "PASS" if goal["pass"] else "FAIL"
-    return f"goal: {goal['text']}: {per_video} of cameras/core kept {verdict}"
+    def listed(ratios: dict[str, float]) -> str:
+        return ", ".join(f"{v} {100 * x:.0f} %" for v, x in ratios.items())
+
+    verdict = "PASS" if goal["pass"] else ("FAIL" if goal["evaluated"] else "not evaluated")
+    off, alone = listed(goal["kept_against_detector_off"]), listed(goal["kept_against_gate_alone"])
+    kept = f"cameras/core kept against the detector off: {off}; against the gate alone: {alone}"
+    return f"goal: {goal['text']}: {verdict}; {kept}"
 
 
 def goal_line(goal: dict) -> str:
@@ -322,7 +341,8 @@ def bench_gate(args) -> int:
                 _best(partial(run_ours, path, sample_fps, seconds, False), repeat),
             ]
             if detector_model is not None:
-                group.append(_best(partial(run_ours, path, sample_fps, seconds, True, detector_model), repeat))
+                group.append(_best(partial(run_ours, path, sample_fps, seconds, True, True), repeat))
+                group.append(_best(partial(run_ours, path, sample_fps, seconds, True, True, detector_model), repeat))
             for r in group:
                 r.derive(sample_fps)
                 r.speedup = naive.cpu_ms_per_frame / max(r.cpu_ms_per_frame, 1e-9) if naive.sampled else None

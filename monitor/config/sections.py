@@ -140,6 +140,11 @@ class DetectorConfig(Strict):
         "stretch", description="how a frame is fitted to the model input (stretch: as the model was trained)"
     )
     threads: int = Field(1, ge=1, le=64, description="onnxruntime threads")
+    crop: int = Field(
+        128, ge=0, le=1024,
+        description="long side in pixels of the model input for a crop around each changed region "
+        "(CenterNet models take any size); 0 = always the whole frame",
+    )  # fmt: skip
     classes: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_DETECTOR_CLASSES),
         description="model class -> name in the log ('handbag': 'bag'); classes not listed are ignored",

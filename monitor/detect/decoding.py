@@ -39,7 +39,9 @@ def centernet_heads(heatmap: np.ndarray, sizes: np.ndarray, input_size: int, top
     py = np.pad(mx, ((1, 1), (0, 0), (0, 0)), constant_values=-np.inf)
     pooled = np.maximum(np.maximum(py[:-2], py[1:-1]), py[2:])  # (H, W, C)
     peaks = np.where(hm == pooled, hm, 0.0).reshape(-1)  # flat index = (y * W + x) * C + class
-    order = np.argsort(-peaks, kind="stable")[:topk]
+    k = min(topk, peaks.size)
+    top = np.argpartition(-peaks, k - 1)[:k]  # the k highest in any order, then sorted as the graph does
+    order = top[np.lexsort((top, -peaks[top]))]  # highest first; ties: the lower index
     order = order[peaks[order] > 0]
     cls, cell = order % c, order // c
     xs, ys = (cell % w) * stride, (cell // w) * stride

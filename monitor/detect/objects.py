@@ -1,6 +1,6 @@
-"""The detector as the describers use it: each frame is detected at most once (one change's
-after frame is the next change's before frame), and a changed region is named by the object
-that covers it."""
+"""The detector as the describers use it: a changed region is named by the object that covers
+it, found in a crop around the region (where the model takes crops; else in the whole frame),
+each crop or frame detected at most once."""
 
 from __future__ import annotations
 
@@ -13,10 +13,27 @@ from monitor.config import DetectorConfig
 from monitor.records import Detection, Frame, Region, overlap
 
 MIN_COVER = 0.5  # of the smaller of region and box that must overlap for the box to name the region
+# Context around a region in its crop: a quarter of its long side each way, and at least this
+# many pixels, so a thing cut by the changed area (half a person) is still seen whole.
+CROP_MARGIN = 0.25
+CROP_MIN_MARGIN_PX = 16
+
+Roi = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
 
 
 class Detector(Protocol):
-    def detect(self, image) -> tuple[Detection, ...]: ...
+    any_size: bool  # takes a crop at its own size (else `roi` is ignored: whole frames)
+
+    def detect(self, image, roi: Roi | None = None) -> tuple[Detection, ...]: ...
+
+
+def region_roi(frame: Frame, region: Region) -> Roi:
+    """The crop around `region` in `frame` that the detector looks at."""
+    h, w = frame.image.shape[:2]
+    pad = max(CROP_MIN_MARGIN_PX, CROP_MARGIN * max(region.w * w, region.h * h))
+    x0, y0 = max(0, int(region.x * w - pad)), max(0, int(region.y * h - pad))
+    x1, y1 = min(w, int((region.x + region.w) * w + pad + 1)), min(h, int((region.y + region.h) * h + pad + 1))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
 def build_detector(cfg: DetectorConfig) -> ObjectDetector | None:
@@ -44,40 +61,52 @@ def settle(region: Region, was: str | None, now: str | None, transient: bool) ->
 
 
 class ObjectDetector:
-    """`objects(frame)` (cached by camera, frame seq and read time) and `judge(...)`;
-    counts the frames it ran on and their time (`monitor bench gate` reports ms per change)."""
+    """`objects(frame, roi)` (cached by camera, frame seq, read time and crop) and `judge(...)`;
+    counts its runs and their time (`monitor bench gate` reports ms per change)."""
 
-    def __init__(self, detector: Detector, cache_frames: int = 32):
+    def __init__(self, detector: Detector, cache_size: int = 64):
         self.detector = detector
-        self.cache_frames = cache_frames
-        self._cache: OrderedDict[tuple[str, int, float], tuple[Detection, ...]] = OrderedDict()
-        self.frames = 0
+        self.cache_size = cache_size
+        self.crops = detector.any_size
+        self._cache: OrderedDict[tuple[str, int, float, Roi | None], tuple[Detection, ...]] = OrderedDict()
+        self.runs = 0
         self.seconds = 0.0
 
-    def objects(self, frame: Frame) -> tuple[Detection, ...]:
-        key = (frame.camera_id, frame.seq, frame.wall_time)  # the read time: a restarted stream's seq repeats
+    def objects(self, frame: Frame, roi: Roi | None = None) -> tuple[Detection, ...]:
+        roi = roi if self.crops else None
+        key = (frame.camera_id, frame.seq, frame.wall_time, roi)  # the read time: a restarted stream's seq repeats
         found = self._cache.get(key)
         if found is None:
             t0 = time.perf_counter()
-            found = self.detector.detect(frame.image)
+            found = self.detector.detect(frame.image, roi)
             self.seconds += time.perf_counter() - t0
-            self.frames += 1
+            self.runs += 1
             self._cache[key] = found
-            while len(self._cache) > self.cache_frames:
+            while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return found
 
     def covering(self, frame: Frame, region: Region) -> Detection | None:
         """The object that best covers `region` in `frame`, None when none does."""
         best: tuple[float, float, Detection] | None = None
-        for det in self.objects(frame):
+        for det in self.objects(frame, region_roi(frame, region)):
             cover, iou = overlap(region, det)
             if cover >= MIN_COVER and (best is None or (iou, det.score) > best[:2]):
                 best = (iou, det.score, det)
         return best[2] if best else None
 
     def judge(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
-        """`region` settled (`settle`) by the objects that cover it before and after."""
-        now = self.covering(after, region)
-        was = None if transient or region.change == "left_behind" else self.covering(before, region)
+        """`region` settled (`settle`) by the objects that cover it before and after. The frame
+        its pixels point to is looked at first, and the other only when it could change the
+        verdict: something seen where a thing appeared has appeared, whatever was there before
+        (and the same for a departure), so most regions cost one detector run, not two."""
+        if transient or region.change == "left_behind":
+            now = self.covering(after, region)
+            return settle(region, None, now.label if now else None, transient)
+        if region.change == "disappeared":
+            was = self.covering(before, region)
+            now = None if was else self.covering(after, region)
+        else:
+            now = self.covering(after, region)
+            was = None if now and region.change == "appeared" else self.covering(before, region)
         return settle(region, was.label if was else None, now.label if now else None, transient)

@@ -1,7 +1,15 @@
-"""`OnnxDetector.detect(image) -> (Detection, ...)`: a COCO-style object detector exported to
+"""`OnnxDetector.detect(image, roi) -> (Detection, ...)`: a COCO-style object detector exported to
 ONNX, run with onnxruntime on CPU. The layout is read from the model's own inputs and outputs
 (see `decoding`): CenterNet with in-graph decoding, CenterNet heads, or the common YOLO export.
-Input conventions follow the layout: CenterNet takes RGB 0-255 NHWC, YOLO RGB 0-1 NCHW."""
+Input conventions follow the layout: CenterNet takes RGB 0-255 NHWC, YOLO RGB 0-1 NCHW.
+
+Regions of interest: a fully convolutional CenterNet runs at any input size once its graph's
+height and width are left free (the `onnx` package edits the loaded copy; the file is never
+written). A crop around a changed region then goes in at its own small size (`crop` pixels on
+its long side, aspect kept) instead of a whole frame stretched to 512x512: about a sixth of the
+cost, and the object fills the input as the model likes it. Frigate runs its detector on
+regions around motion for the same reason. Models that cannot (YOLO exports with fixed
+reshapes) get the whole frame."""
 
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ from monitor.records import Detection
 log = structlog.get_logger(__name__)
 
 LABELS_FILE = "labels.txt"
+CROP_STRIDE = 32  # a crop's input sides are multiples of the network's total stride
 
 
 class OnnxDetector:
@@ -54,7 +63,53 @@ class OnnxDetector:
         self.input_h, self.input_w = size
         self.labels = self._labels()
         self.num_classes = len(self.labels)
-        log.info("detector_loaded", model=str(cfg.model), layout=self.layout, classes=self.num_classes)
+        self.any_size = False
+        if cfg.crop and self.layout != "yolo":
+            self._free_input_size(ort, options)
+        log.info(
+            "detector_loaded", model=str(cfg.model), layout=self.layout, classes=self.num_classes, crops=self.any_size
+        )
+
+    def _free_input_size(self, ort, options) -> None:
+        """Switch to the CenterNet heads with free input height and width, when the graph allows
+        it (checked on a small probe); otherwise keep the fixed whole-frame session."""
+        try:
+            import onnx
+            import onnx.utils
+        except ImportError:
+            return
+        outs = {o.name: [d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()}
+        sizes = [n for n, s in outs.items() if len(s) == 4 and s[-1] == 4]
+        maps = [n for n, s in outs.items() if len(s) == 4 and s[-1] == self.num_classes]
+        if not sizes or not maps or self.nchw:  # the heads decoder reads (1, H, W, C)
+            return
+        try:
+            model = onnx.load(str(self.cfg.model))
+            # Only the network up to its heads: in-graph decoding reshapes to the 512x512 grid.
+            model = onnx.utils.Extractor(model).extract_model([self.input_name], [maps[0], sizes[0]])
+            for value, names in (
+                (model.graph.input[0], ("in_h", "in_w")),
+                *((o, ("out_h", "out_w")) for o in model.graph.output),
+            ):
+                dims = value.type.tensor_type.shape.dim
+                for axis, name in zip((1, 2), names, strict=True):
+                    dims[axis].Clear()
+                    dims[axis].dim_param = name
+            del model.graph.value_info[:]  # shapes inferred for 512x512 would pin it again
+            quiet = ort.SessionOptions()  # a graph that cannot is told by the exception, not on stderr
+            quiet.intra_op_num_threads, quiet.inter_op_num_threads = options.intra_op_num_threads, 1
+            quiet.log_severity_level = 4
+            session = ort.InferenceSession(model.SerializeToString(), quiet, providers=["CPUExecutionProvider"])
+            probe = np.zeros((1, 64, 96, 3), np.float32)
+            heatmap, box_sizes = session.run([maps[0], sizes[0]], {self.input_name: probe})
+        except Exception as exc:  # noqa: BLE001 - a graph with fixed reshapes fails in onnxruntime's own types
+            log.info(
+                "detector_whole_frames_only", reason=str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            )
+            return
+        if heatmap.shape[1:3] != box_sizes.shape[1:3] or heatmap.shape[2] * 64 != heatmap.shape[1] * 96:
+            return
+        self.session, self.layout, self.outputs, self.any_size = session, "centernet-heads", [maps[0], sizes[0]], True
 
     def _layout(self) -> tuple[str, list[str]]:
         outs = {o.name: [d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()}
@@ -106,15 +161,22 @@ class OnnxDetector:
         return []  # classes come as numbers: any list long enough
 
     # -- per-frame entry point -----------------------------------------------------------
-    def detect(self, image: np.ndarray) -> tuple[Detection, ...]:
-        """The named objects in a BGR uint8 (H, W, 3) frame, most likely first."""
+    def detect(self, image: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> tuple[Detection, ...]:
+        """The named objects in a BGR uint8 (H, W, 3) frame, most likely first; with `roi`
+        (x0, y0, x1, y1 pixels) those in that part of it, where the model takes crops."""
         h, w = image.shape[:2]
-        tensor, sx, sy = self._input(image)
+        x0 = y0 = 0
+        if roi is not None and self.any_size:
+            x0, y0, x1, y1 = roi
+            tensor, sx, sy = self._crop_input(image[y0:y1, x0:x1])
+        else:
+            tensor, sx, sy = self._input(image)
         outputs = self.session.run(self.outputs, {self.input_name: tensor})
         if self.layout == "centernet":
             boxes, scores, classes = decoding.centernet(outputs[0])
         elif self.layout == "centernet-heads":
-            boxes, scores, classes = decoding.centernet_heads(outputs[0], outputs[1], self.input_h)
+            input_h = tensor.shape[2] if self.nchw else tensor.shape[1]
+            boxes, scores, classes = decoding.centernet_heads(outputs[0], outputs[1], input_h)
         else:
             boxes, scores, classes = decoding.yolo(outputs[0], self.num_classes)
         out = []
@@ -125,11 +187,25 @@ class OnnxDetector:
             if label is None:
                 continue
             x1, y1, x2, y2 = (float(v) for v in boxes[i])
-            x1, x2 = max(0.0, min(w, x1 * sx)) / w, max(0.0, min(w, x2 * sx)) / w
-            y1, y2 = max(0.0, min(h, y1 * sy)) / h, max(0.0, min(h, y2 * sy)) / h
+            x1, x2 = max(0.0, min(w, x0 + x1 * sx)) / w, max(0.0, min(w, x0 + x2 * sx)) / w
+            y1, y2 = max(0.0, min(h, y0 + y1 * sy)) / h, max(0.0, min(h, y0 + y2 * sy)) / h
             if x2 > x1 and y2 > y1:
                 out.append(Detection(label, model_class, round(float(scores[i]), 4), x1, y1, x2 - x1, y2 - y1))
         return tuple(out)
+
+    def _crop_input(self, crop: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """A crop scaled so that its long side is `crop` pixels (at most 4x up: distant things
+        gain, noise does not), zero-padded to the network's stride of 32."""
+        ch, cw = crop.shape[:2]
+        s = min(4.0, self.cfg.crop / max(ch, cw))
+        nh, nw = max(1, round(ch * s)), max(1, round(cw * s))
+        ih, iw = -(-nh // CROP_STRIDE) * CROP_STRIDE, -(-nw // CROP_STRIDE) * CROP_STRIDE
+        canvas = np.zeros((ih, iw, 3), np.uint8)
+        canvas[:nh, :nw] = cv2.cvtColor(cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+        x = canvas.astype(np.float32)  # (H, W, 3) RGB 0-255, as the whole-frame CenterNet input
+        if self.nchw:
+            x = x.transpose(2, 0, 1)
+        return np.ascontiguousarray(x[None]), cw / nw, ch / nh
 
     def _input(self, image: np.ndarray) -> tuple[np.ndarray, float, float]:
         """The model input, and the factors from input pixels back to frame pixels."""
