@@ -78,9 +78,8 @@ def measure(checkpoint: str, method: str, steps: int, batch_size: int, device: s
     optimizer = torch.optim.AdamW(params.values(), lr=1e-4)
     size = cap.image_size
     pairs = [synthetic_pair(i, size=max(32, min(size, 96))) for i in range(batch_size)]
-    batch = cap.collate(
-        [pair_input(p.before, p.after, _Rec(p.t_before, p.t_after)) for p in pairs], [list(p.captions) for p in pairs]
-    )
+    inputs = [pair_input(p.before, p.after, _Rec(p.t_before, p.t_after), facts=False) for p in pairs]
+    batch = cap.collate(inputs, [list(p.captions) for p in pairs])
     cuda = cap.device.type == "cuda"
     autocast = torch.autocast(cap.device.type, dtype=torch.bfloat16, enabled=cap.model.dtype == torch.bfloat16)
 

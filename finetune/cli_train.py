@@ -46,6 +46,7 @@ def add_train(steps: Any) -> None:
     t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
     t.add_argument("--single-answer", action="store_true", help="one answer with every sentence, not one per turn")
+    t.add_argument("--no-facts", action="store_true", help="prompts without the regions' facts: pixels only")
     t.add_argument("--eval-dataset", type=Path, metavar="D", help="held-out pairs (default: a share of DATASET)")
     t.add_argument("--eval-fraction", type=fraction, default=0.05, help="held-out share (default 0.05)")
     t.add_argument("--eval-every", type=non_negative_int, default=0, help="steps between held-out losses (0: end)")
@@ -82,6 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         gradient_checkpointing=args.gradient_checkpointing,
         multi_turn=not args.single_answer,
+        facts=not args.no_facts,
         eval_dataset=args.eval_dataset,
         eval_fraction=args.eval_fraction,
         eval_every=args.eval_every,
@@ -133,6 +135,7 @@ def add_eval(steps: Any) -> None:
     e.add_argument("--max-new-tokens", type=positive_int, default=32, help="default 32")
     e.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     e.add_argument("--no-java", action="store_true", help="skip METEOR, approximate PTB tokenisation in Python")
+    e.add_argument("--no-facts", action="store_true", help="prompts without the regions' facts (as trained)")
     e.add_argument("--skip-bad", action="store_true", help="drop bad dataset lines instead of failing")
     e.add_argument("--json", action="store_true", help="print the scores as JSON")
     e.add_argument("--report", type=existing_dir_or_new, metavar="DIR", help="write scores.json, scores.png")
@@ -155,6 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         java=False if args.no_java else None,
         skip_bad=args.skip_bad,
         max_new_tokens=args.max_new_tokens,
+        facts=not args.no_facts,
     )
     title = f"{args.adapter or args.model} on {args.dataset}"
     show_scores(args, {a: r.scores for a, r in results.items()}, title=title)

@@ -247,6 +247,8 @@ def from_captures(
                 t_after=event.t_after,
                 captions=captions,
                 regions=[Region(**r.model_dump()) for r in event.regions] or None,
+                transient=event.transient or None,
+                settled=None if event.settled else False,
             )
         except ValidationError as exc:
             problems[key] = validation_problems(exc)

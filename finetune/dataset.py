@@ -10,7 +10,9 @@ One line:
 `before`/`after`: image paths, relative to the JSONL's folder or absolute. `captions`: one
 sentence per change, in the order to be said; a pair without a visible change has exactly
 ["no visible change"]. `t_before`/`t_after`: UNIX or media seconds (ISO-8601 strings are
-converted), optional like `camera` and `regions`.
+converted), optional like `camera`, `regions` and the event's `transient` / `settled`. With
+`regions`, training and evaluation prompts carry the facts the daemon shows the model
+(`pipelines.phrases.facts_text`: "seen: a person arrived on the left").
 
 `load_dataset` checks every line (JSON, fields, duplicate ids, both images present and
 decodable) and raises one `DatasetError` listing every problem with its line number, or with
@@ -63,6 +65,7 @@ class Region(BaseModel):
     label: str | None = None
     track: int | None = None
     heading: str | None = None  # change "passed": "left to right", ...
+    stood_s: float | None = None  # a left-behind thing taken: how long it had stood there, s
 
 
 class PairRecord(BaseModel):
@@ -77,6 +80,8 @@ class PairRecord(BaseModel):
     t_after: float | None = None
     captions: list[str] = Field(min_length=1)
     regions: list[Region] | None = None
+    transient: bool | None = None  # the scene went back as it was (the event's `transient`); None = false
+    settled: bool | None = None  # false: reported while still changing (the event's `settled`); None = true
 
     @field_validator("t_before", "t_after", mode="before")
     @classmethod

@@ -75,10 +75,12 @@ def evaluate(
     skip_bad: bool = False,
     seed: int = 0,
     max_new_tokens: int = 32,
+    facts: bool = True,
 ) -> dict[str, Evaluation]:
-    """Evaluate `model` (+ `adapter`) on `dataset` under each arrangement."""
+    """Evaluate `model` (+ `adapter`) on `dataset` under each arrangement (`facts`: prompts with
+    the records' regions, as in training)."""
     ds = load_dataset(dataset, skip_bad=skip_bad)
-    source = PairSource(ds, ds.records[:limit] if limit else None)
+    source = PairSource(ds, ds.records[:limit] if limit else None, facts)
     captioner = load_captioner(model, adapter=adapter, mode=mode, device=device, batch_size=batch_size)
     return {
         a: evaluate_source(captioner, source, arrangement=a, seed=seed, java=java, max_new_tokens=max_new_tokens)

@@ -14,25 +14,29 @@ import numpy as np
 from torch.utils.data import Dataset as TorchDataset
 
 from finetune.dataset import Dataset, PairRecord
+from pipelines.phrases import facts_text
 from pipelines.records import FrameInput, PairInput
 
 ARRANGEMENTS = ("normal", "swapped", "shuffled")
 
 
-def pair_input(before: np.ndarray, after: np.ndarray, record: PairRecord) -> PairInput:
-    """The pair as the daemon would show it (times from the record, 0 when absent). Regions
-    are not given: the captions must come from the pixels."""
+def pair_input(before: np.ndarray, after: np.ndarray, record: PairRecord, facts: bool = True) -> PairInput:
+    """The pair as the daemon shows it: times from the record (0 when absent) and, with `facts`,
+    the record's regions in the words the daemon's prompt uses ("seen: a person arrived on the
+    left"). `facts=False`: the captions must come from the pixels alone (the learnability proof)."""
     t0 = record.t_before if record.t_before is not None else 0.0
     t1 = record.t_after if record.t_after is not None else t0
-    return PairInput(FrameInput(before, t0), FrameInput(after, max(t0, t1)))
+    text = facts_text(record.regions, bool(record.transient), record.settled is not False) if facts else ""
+    return PairInput(FrameInput(before, t0), FrameInput(after, max(t0, t1)), text)
 
 
 class PairSource(TorchDataset):
     """(PairInput, reference sentences) per record; the images are decoded on access."""
 
-    def __init__(self, dataset: Dataset, records: Sequence[PairRecord] | None = None):
+    def __init__(self, dataset: Dataset, records: Sequence[PairRecord] | None = None, facts: bool = True):
         self.dataset = dataset
         self.records = list(dataset.records if records is None else records)
+        self.facts = facts
 
     def __len__(self) -> int:
         return len(self.records)
@@ -40,7 +44,7 @@ class PairSource(TorchDataset):
     def __getitem__(self, i: int) -> tuple[PairInput, list[str]]:
         rec = self.records[i]
         before, after = self.dataset.images(rec)
-        return pair_input(before, after, rec), list(rec.captions)
+        return pair_input(before, after, rec, self.facts), list(rec.captions)
 
 
 def collate_pairs(items: list[tuple[PairInput, list[str]]]) -> tuple[list[PairInput], list[list[str]]]:

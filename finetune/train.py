@@ -71,6 +71,7 @@ class TrainSettings:
     qlora: bool = False
     gradient_checkpointing: bool = False
     multi_turn: bool = True
+    facts: bool = True  # prompts carry the records' regions as the daemon's facts (pairs.pair_input)
     content_grid: int = 1  # for a LLaVA checkpoint's new compressor
     delta_tokens: int = 2
     init_compressor: Path | None = None  # a stage-1 output folder
@@ -122,10 +123,11 @@ class Trainer:
         dataset = load_dataset(s.dataset, skip_bad=s.skip_bad)
         if s.eval_dataset is not None:
             held_ds = load_dataset(s.eval_dataset, skip_bad=s.skip_bad)
-            self.train_source, self.eval_source = PairSource(dataset), PairSource(held_ds)
+            self.train_source, self.eval_source = PairSource(dataset, None, s.facts), PairSource(held_ds, None, s.facts)
         else:
             train, held = split(dataset.records, s.eval_fraction, s.seed)
-            self.train_source, self.eval_source = PairSource(dataset, train), PairSource(dataset, held)
+            self.train_source = PairSource(dataset, train, s.facts)
+            self.eval_source = PairSource(dataset, held, s.facts)
         try:
             self.captioner = ChangeCaptioner.load(
                 s.model,

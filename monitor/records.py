@@ -77,6 +77,9 @@ class Region:
     label: str | None = None  # filled by the describer: "person", "vehicle", ...
     track: int | None = None  # the change's track this region follows (`ChangeCandidate.tracks`)
     heading: Heading | None = None  # "passed": its way through the view
+    # "disappeared" where something was left behind: how long it had stood there, seconds
+    # ("the bag left behind 3 minutes earlier was taken")
+    stood_s: float | None = None
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -178,6 +181,7 @@ class RegionOut(BaseModel):
     label: str | None = None
     track: int | None = None  # regions of one event with the same track follow one thing
     heading: str | None = None  # change "passed": "left to right", "top to bottom", ...
+    stood_s: float | None = None  # a left-behind thing that went: how long it had stood there, s
 
 
 class ScoresOut(BaseModel):

@@ -62,6 +62,26 @@ def test_every_change_event_has_a_complete_capture_folder(captured) -> None:
             assert img is not None and img.shape == (432, 768, 3), (folder / name, None if img is None else img.shape)
 
 
+def test_training_prompts_carry_the_facts_the_daemon_logged(captured, tmp_path) -> None:
+    """Fine-tuning on these captures shows the model the words the daemon shows it at run time:
+    each pair's prompt facts are "seen: " + the embedded describer's logged sentence, rebuilt
+    from the event's regions (label, verdict, place) by the same code."""
+    from finetune.convert import from_captures
+    from finetune.dataset import load_dataset
+    from finetune.pairs import PairSource
+
+    _, caps, events = captured
+    path, _ = from_captures(caps, tmp_path / "ds", include_uncorrected=True)
+    source = PairSource(load_dataset(path))
+    by_id = {e["event_id"]: e for e in events}
+    prompts = {rec.id: source[i][0].regions_text for i, rec in enumerate(source.records)}
+    assert len(prompts) == len(events)
+    for event_id, text in prompts.items():
+        assert text == f"seen: {by_id[event_id]['text']}", (text, by_id[event_id])
+    assert any("a person" in t for t in prompts.values())
+    assert {t for t in (PairSource(load_dataset(path), facts=False)[i][0].regions_text for i in range(3))} == {""}
+
+
 def test_capture_jpegs_are_the_events_frames(captured) -> None:
     """before.jpg / after.jpg are the video's frames at the event's media times (full
     resolution, quality 90), not some other frame: compared with the clip decoded here."""

@@ -12,9 +12,9 @@ import pytest
 from support import DETECTOR, VIDEOS, direction, run_monitor, run_source
 
 from monitor.config import GateConfig
-from monitor.describe.phrases import MAX_CLAUSES, noun, sentence
 from monitor.gate.change_gate import ChangeGate
 from monitor.records import Frame, Region
+from pipelines.phrases import MAX_CLAUSES, duration, noun, sentence
 
 
 def region(x: float, y: float, change: str = "appeared") -> Region:
@@ -55,6 +55,13 @@ def test_objects_are_left_and_taken() -> None:
     assert sentence([region(0.85, 0.85)], ["bag"], False) == "a bag was left at the lower right"
     assert sentence([region(0.85, 0.85, "disappeared")], ["bag"], False) == "a bag was taken from the lower right"
     assert noun("umbrella") == "an umbrella" and noun("bus", 2) == "2 buses" and noun(None, 3) == "3 things"
+    # A thing the log said was left behind, gone: since when, in words.
+    taken = Region(0.8, 0.8, 0.1, 0.1, "disappeared", 0.01, stood_s=200.0)
+    assert sentence([taken], ["bag"], False) == "the bag left behind 3 minutes earlier was taken from the lower right"
+    assert sentence([taken], [None], False).startswith("something left behind 3 minutes earlier was taken")
+    spans = (1, 40, 89, 95, 3600, 5400, 2 * 86400)
+    words = ["1 second", "40 seconds", "89 seconds", "2 minutes", "60 minutes", "2 hours", "2 days"]
+    assert [duration(s) for s in spans] == words
 
 
 def test_stayed_and_arrived_only_for_what_settled() -> None:

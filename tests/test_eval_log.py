@@ -93,15 +93,23 @@ def test_bad_truth_files_are_one_line(tmp_path) -> None:
 
 
 def test_room_clip_with_the_detector_meets_the_goals(tmp_path) -> None:
-    """The shared room truth, told what the intervals are of: every arrival and departure found,
-    direction and name right, nothing logged while the room is empty, no sentence defect."""
+    """The shared room truth, told what the intervals are of (`--what person`, the file as
+    shared): every arrival and departure found, direction and name right, nothing logged while
+    the room is empty, no sentence defect."""
     run_source(ROOM, tmp_path / "logs", "room", describer={"detector": {"model": str(DETECTOR)}})
-    truth = json.loads(ROOM.with_suffix(".truth.json").read_text())
+    shared = ROOM.with_suffix(".truth.json")
+    untold = json.loads(run_monitor("eval-log", tmp_path / "logs", shared, "--json", timeout=60).stdout)
+    assert untold["named_expected"] == 0  # the shared file does not say what the intervals are of
+    truth = json.loads(shared.read_text())
     truth["what"] = "person"
     (tmp_path / "room.truth.json").write_text(json.dumps(truth))
+    told = json.loads(
+        run_monitor("eval-log", tmp_path / "logs", shared, "--json", "--what", "person", timeout=60).stdout
+    )
     proc = run_monitor("eval-log", tmp_path / "logs", tmp_path / "room.truth.json", "--json", timeout=60)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
+    assert told == doc and doc["named_expected"] == 12
     assert doc["rates"]["found"] >= 0.95 and doc["rates"]["direction"] == 1.0, doc
     assert doc["rates"]["named"] >= 0.9, doc
     assert doc["quiet_events"] == 0 and doc["defects"] == 0, doc

@@ -39,7 +39,8 @@ def test_train_export_reload_in_the_describer(tmp_path: Path, capsys: pytest.Cap
     dataset = write_synthetic(tmp_path / "data", 32, seed=11, size=SIZE)
     out, exported, merged = tmp_path / "run", tmp_path / "exported", tmp_path / "merged"
     train = ["finetune", "train", "--model", checkpoint, "--dataset", dataset, "--out", out, "--stage", "lora"]
-    train += ["--max-steps", 30, "--batch-size", 8, "--lr", 1e-2, "--eval-fraction", 0, "--no-progress"]
+    # --no-facts: the candidates below carry no regions, so the describer's prompts have no facts either
+    train += ["--max-steps", 30, "--batch-size", 8, "--lr", 1e-2, "--eval-fraction", 0, "--no-progress", "--no-facts"]
     assert main([str(a) for a in train]) == 0
     assert main(["finetune", "export", "--adapter", str(out), "--out", str(exported)]) == 0
     assert main(["finetune", "export", "--adapter", str(out), "--merge", "--out", str(merged)]) == 0
@@ -80,7 +81,7 @@ def test_train_export_reload_in_the_describer(tmp_path: Path, capsys: pytest.Cap
     # `finetune eval` of the exported adapter: JSON, report files, the controls side by side
     report = tmp_path / "report"
     evaluate = ["finetune", "eval", "--model", checkpoint, "--adapter", exported, "--dataset", dataset]
-    evaluate += ["--arrangement", "all", "--limit", 12, "--max-new-tokens", 16, "--no-java", "--json"]
+    evaluate += ["--arrangement", "all", "--limit", 12, "--max-new-tokens", 16, "--no-java", "--json", "--no-facts"]
     capsys.readouterr()
     assert main([str(a) for a in [*evaluate, "--report", report]]) == 0
     scores = json.loads(capsys.readouterr().out)

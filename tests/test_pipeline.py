@@ -65,7 +65,7 @@ def test_jsonl_events_have_the_full_schema(single_run):
         assert e["text"] and not e["text"].endswith(" ")
         assert e["regions"], e
         for r in e["regions"]:
-            assert set(r) == {"x", "y", "w", "h", "change", "label", "track", "heading"}
+            assert set(r) == {"x", "y", "w", "h", "change", "label", "track", "heading", "stood_s"}
             assert 0 <= r["x"] <= 1 and 0 <= r["y"] <= 1 and 0 < r["w"] <= 1 and 0 < r["h"] <= 1
             assert r["change"] in {"appeared", "disappeared", "moved", "changed"}
         assert 0 < e["scores"]["ssim"] <= 1 and 0 < e["scores"]["changed_fraction"] < 1

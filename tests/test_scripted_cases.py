@@ -1,5 +1,6 @@
 """Scripted cases of what the change log must get right, each scored with `monitor eval-log`:
-a person who puts a bag down and walks away (the bag is logged as left behind and then persists),
+a person who puts a bag down and walks away (the bag is logged as left behind and then persists,
+until someone takes it: "... left behind 24 seconds earlier was taken"),
 a person in view when the camera starts who walks out (a departure, not an arrival), a car
 parked at the start that drives off, a time-lapse that never settles, and bursts of
 through-traffic. The frames are drawn by `monitor.scene.cases` (also scored by `monitor bench
@@ -21,7 +22,17 @@ import numpy as np
 import pytest
 from support import DETECTOR, VIDEOS, direction, monitor_env, read_events, run_monitor, run_source
 
-from monitor.scene.cases import BURSTS, FPS, H, W, write_bag_left_behind, write_busy_road, write_parked_at_start
+from monitor.scene.cases import (
+    BURSTS,
+    FPS,
+    TAKEN_AT,
+    H,
+    W,
+    write_bag_left_behind,
+    write_bag_taken,
+    write_busy_road,
+    write_parked_at_start,
+)
 from monitor.scene.drawing import CAR_COLORS, draw_background, draw_vehicle, gaussian_noise
 
 
@@ -41,6 +52,33 @@ def test_a_bag_put_down_by_someone_who_walks_away_is_left_behind_and_stays(tmp_p
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert (doc["found"], doc["direction_right"]) == (3, 3), doc
+    assert (doc["static_found"], doc["static_persisting"]) == (1, 1), doc
+    assert doc["quiet_events"] == 0 and doc["defects"] == 0, doc
+
+
+@pytest.mark.parametrize("detector", [False, True], ids=["embedded", "detector"])
+def test_the_bag_left_behind_is_taken_later_and_the_log_says_since_when(tmp_path, detector: bool) -> None:
+    truth = write_bag_taken(tmp_path / "frames")
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    describer = {"detector": {"model": str(DETECTOR)}} if detector else None
+    events = run_source(tmp_path / "frames", tmp_path / "logs", "hall", describer=describer, image_fps=FPS)
+    left = next(e for e in events if any(r["change"] == "left_behind" for r in e["regions"]))
+    taken = [e for e in events if any(r["stood_s"] is not None for r in e["regions"])]
+    assert len(taken) == 1 and taken[0]["media_t_onset"] >= TAKEN_AT - 2, [
+        (e["media_t_after"], e["text"]) for e in events
+    ]
+    (gone,) = [r for r in taken[0]["regions"] if r["stood_s"] is not None]
+    # It stood from the event that said it was left behind to the one that says it was taken.
+    assert gone["change"] == "disappeared" and gone["label"] != "person"
+    assert gone["stood_s"] == pytest.approx(taken[0]["media_t_after"] - left["media_t_after"], abs=0.6)
+    assert re.search(
+        rf"left behind {round(gone['stood_s'])} seconds earlier was taken from the bottom", taken[0]["text"]
+    )
+    between = [e for e in events if left["media_t_after"] < e["media_t_onset"] < taken[0]["media_t_onset"]]
+    assert not any("taken" in e["text"] or "removed" in e["text"] for e in between)  # it persisted until then
+    proc = run_monitor("eval-log", tmp_path / "logs", tmp_path / "truth.json", "--json", timeout=60)
+    doc = json.loads(proc.stdout)
+    assert (doc["found"], doc["direction_right"], doc["expected"]) == (6, 6, 6), doc
     assert (doc["static_found"], doc["static_persisting"]) == (1, 1), doc
     assert doc["quiet_events"] == 0 and doc["defects"] == 0, doc
 

@@ -22,6 +22,8 @@ from monitor.readers.truth import load_truth
 from monitor.scene.cases import CASES, FPS
 
 GOALS = {"found": 0.95, "direction": 1.0, "named": 0.90, "static_persisting": 1.0}
+# What the shared clips' truth intervals are of (their README): scored as `eval-log --what`.
+SHARED_WHAT = {"one-by-one-person-detection": "person", "car-detection": "vehicle"}
 COUNTS = ("expected", "found", "direction_right", "named_expected", "named_right", "static_expected")
 COUNTS += ("static_found", "static_persisting", "events", "quiet_events", "defects")
 
@@ -73,7 +75,7 @@ def bench_changelog(args: argparse.Namespace) -> int:
             for name, source, truth_path, image_fps in inputs:
                 logs = root / "logs" / label / name
                 _run(source, name, logs, detector, image_fps)
-                rows.append((label, name, score(read_log(logs), load_truth(truth_path))))
+                rows.append((label, name, score(read_log(logs), load_truth(truth_path, SHARED_WHAT.get(name)))))
     doc = _document(rows)
     report(args, doc, lambda: _print_table(doc))
     return 0
@@ -89,7 +91,9 @@ def _document(rows: list[tuple[str, str, Score]]) -> dict:
                 for k in COUNTS:
                     setattr(total, k, getattr(total, k) + getattr(s, k))
         rates = total.rates()
-        met = {k: rates[k] is None or rates[k] >= goal for k, goal in GOALS.items()}
+        # Without a detector the describer says "something" unless sure: naming is no goal there.
+        goals = {k: g for k, g in GOALS.items() if k != "named" or "detector" in d}
+        met = {k: rates[k] is None or rates[k] >= goal for k, goal in goals.items()}
         met["quiet"] = total.quiet_events == 0
         met["defects"] = total.defects == 0
         totals[d] = {**{k: getattr(total, k) for k in COUNTS}, "rates": rates, "goals_met": met}
@@ -116,8 +120,10 @@ def _print_table(doc: dict) -> None:
         r = t["rates"]
         failed = [k for k, ok in t["goals_met"].items() if not ok]
         verdict = "all goals met" if not failed else "FAIL: " + ", ".join(failed)
+        named_goal = "90 %" if "named" in t["goals_met"] else "no goal without a detector"
         print(
             f"{d}: found {_pct(r['found'])} (goal 95 %), direction {_pct(r['direction'])} (100 %), named "
-            f"{_pct(r['named'])} (90 %), left-behind persisting {t['static_persisting']}/{t['static_expected']}, "
+            f"{_pct(r['named'])} ({named_goal}), "
+            f"left-behind persisting {t['static_persisting']}/{t['static_expected']}, "
             f"quiet events {t['quiet_events']} (0), defects {t['defects']} (0): {verdict}"
         )

@@ -11,9 +11,9 @@ import numpy as np
 
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
-from monitor.describe.phrases import sentence
 from monitor.detect.objects import ObjectDetector, settle
 from monitor.records import ChangeCandidate, Frame, Region
+from pipelines.phrases import sentence
 
 # Without a detector, "a person" must be sure: at least as tall for its width as HOG's own
 # 64x128 window (a car seen from above is long too, but rarely twice as long as wide), and a
@@ -98,7 +98,7 @@ class EmbeddedDescriber:
         background that began as that first frame says."""
         h, w = after.image.shape[:2]
         pw, ph = region.w * w, region.h * h
-        if region.change == "left_behind":
+        if region.change == "left_behind" or region.stood_s is not None:  # an object: shape cannot tell which
             return replace(region, label=None)
         if ph >= PERSON_ASPECT * pw:  # people are taller than wide; HOG alone errs on tall textures
             now = "person" if self._has_person(after.image, region) else None

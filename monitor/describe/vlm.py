@@ -20,10 +20,10 @@ import structlog
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
 from monitor.describe.embedded import EmbeddedDescriber
-from monitor.describe.phrases import place_name
 from monitor.detect.objects import build_detector
 from monitor.errors import ConfigError, MonitorError
-from monitor.records import ChangeCandidate, Frame, Region
+from monitor.records import ChangeCandidate, Frame
+from pipelines.phrases import facts_text
 
 log = structlog.get_logger(__name__)
 
@@ -32,35 +32,39 @@ _PERSON = re.compile(r"\b(person|people|man|woman|child|someone|pedestrian)\b", 
 _VEHICLE = re.compile(r"\b(car|cars|van|truck|bus|vehicle|motorbike|lorry)\b", re.IGNORECASE)
 
 
-def regions_text(regions: Sequence[Region]) -> str:
-    """'the change is at the lower left' / 'the changes are on the left and in the centre'."""
-    places = list(dict.fromkeys(place_name(r) for r in regions))[:3]
-    if not places:
-        return ""
-    if len(places) == 1:
-        return f"the change is {places[0]}"
-    return f"the changes are {', '.join(places[:-1])} and {places[-1]}"
-
-
 class VlmDescriber:
     """Implements the daemon's `Describer` with a ChangeCaptioner."""
 
-    def __init__(self, settings: DescriberConfig, *, warm_up: bool = True):
+    @staticmethod
+    def check(settings: DescriberConfig) -> None:
+        """What start refuses before any weights load, also `monitor check-config`'s check:
+        torch and transformers installed, a model named, CUDA there if asked for, and a
+        complete LLaVA checkpoint (config, safetensors, tokenizer, image processor)."""
         try:
             import torch
             import transformers  # noqa: F401
         except ImportError as exc:
             raise MonitorError(
-                f"describer kind vlm needs {exc.name or 'torch and transformers'}: "
-                "pip install 'surveillance-change-monitor[vlm]'"
+                f"describer kind vlm needs {exc.name or 'torch and transformers'}: pip install '.[vlm]'"
             ) from None
-        from pipelines.captioner import ChangeCaptioner
-        from pipelines.checkpoint import CheckpointError
+        from pipelines.checkpoint import CheckpointError, check_files, read_config, resolve_checkpoint
 
         if not settings.model:
             raise ConfigError("describer.model: required for kind vlm (a checkpoint directory or a cached repo id)")
         if settings.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"describer.device: {settings.device} but no CUDA GPU is available (use auto or cpu)")
+        try:
+            path = resolve_checkpoint(settings.model)
+            read_config(path)
+            check_files(path)
+        except CheckpointError as exc:
+            raise MonitorError(f"describer: {exc}") from None
+
+    def __init__(self, settings: DescriberConfig, *, warm_up: bool = True):
+        self.check(settings)
+        from pipelines.captioner import ChangeCaptioner
+        from pipelines.checkpoint import CheckpointError
+
         started = time.monotonic()
         try:
             self.captioner = ChangeCaptioner.load(
@@ -78,8 +82,9 @@ class VlmDescriber:
         self.max_wait_s = settings.max_wait_ms / 1000.0
         self._history: dict[str, deque[Frame]] = {}  # per camera, for `history_frames`
         self._adapter_stamp = _stamp(settings.adapter)
-        # The detector's facts (what, verdict, place) go into the prompt, as the embedded
-        # describer would say them; the same describer is the fallback if the model ever fails.
+        # The facts (what, verdict, place) go into the prompt as the embedded describer says
+        # them (with the detector when one is set, else shapes and HOG), the words fine-tuning
+        # shows too; the same describer is the fallback if the model ever fails.
         self.detector = build_detector(settings.detector)
         self._fallback = EmbeddedDescriber(detector=self.detector)
         if warm_up:
@@ -109,15 +114,16 @@ class VlmDescriber:
         except Exception as exc:  # noqa: BLE001 - out of memory at batch 1, a driver error: never crash
             log.error("vlm_describe_failed", error=f"{type(exc).__name__}: {exc}"[:300], changes=len(candidates))
             return self._fallback.describe(candidates)
+        # Without a detector the labels are what the model's own sentence names (alert rules).
         return [
-            Description(text, self.labels(c, text)) if f is None else Description(text, f.labels, f.regions)
+            Description(text, f.labels if self.detector is not None else self.labels(c, text), f.regions)
             for c, text, f in zip(candidates, texts, facts)
         ]
 
-    def facts(self, cand: ChangeCandidate) -> Description | None:
-        """What the embedded describer says with the detector (its sentence, and the regions with
-        labels and settled verdicts); None without a detector."""
-        return self._fallback.describe_one(cand) if self.detector is not None else None
+    def facts(self, cand: ChangeCandidate) -> Description:
+        """What the embedded describer says: its sentence, and the regions with labels and
+        settled verdicts."""
+        return self._fallback.describe_one(cand)
 
     @staticmethod
     def frame_input(camera: str, frame: Frame):
@@ -127,12 +133,12 @@ class VlmDescriber:
         return FrameInput(frame.image[..., ::-1], frame.wall_time, key=(camera, frame.seq, frame.wall_time))
 
     def pair_input(self, cand: ChangeCandidate, facts: Description | None = None):
-        """`facts` (default: `self.facts(cand)`), the embedded describer's words with the
-        detector, become the prompt's region text; without, the gate's places."""
+        """`facts` (default: `self.facts(cand)`) become the prompt's region text ('seen: a person
+        arrived on the left'), built as fine-tuning builds it from a capture's regions."""
         from pipelines.records import PairInput
 
         facts = self.facts(cand) if facts is None else facts
-        text = f"seen: {facts.text}" if facts is not None and facts.regions else regions_text(cand.regions)
+        text = facts_text(facts.regions, cand.transient, cand.settled)
         return PairInput(
             self.frame_input(cand.camera_id, cand.before),
             self.frame_input(cand.camera_id, cand.after),

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from monitor.config import DetectorConfig
 from monitor.records import Detection, Frame, Region, overlap
+from pipelines.phrases import MOVES_BY_ITSELF
 
 MIN_COVER = 0.5  # of the smaller of region and box that must overlap for the box to name the region
 # Context around a region in its crop: a quarter of its long side each way, and at least this
@@ -53,6 +54,8 @@ def settle(region: Region, was: str | None, now: str | None, transient: bool) ->
     (`after` is its busiest frame) and an object left behind, only `now` counts."""
     if transient or region.change == "left_behind":
         return replace(region, label=now)
+    if region.stood_s is not None:  # a thing left behind, taken: never the person who took it
+        return replace(region, label=was if was not in MOVES_BY_ITSELF else None)
     if was is not None and now is None:
         return replace(region, change="disappeared", label=was)
     if now is not None and was is None:

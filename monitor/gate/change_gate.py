@@ -235,7 +235,9 @@ class ChangeGate:
             self._ref, self._ref_img, self._ref_to_model = frame, img, to_model
             self._prev_img = img
         tracks = self._tracker.tracks()
-        regions = self._regions.regions(before_img, after_img, changed, transient, model_to_before, tracks)
+        regions = self._regions.regions(
+            before_img, after_img, changed, transient, model_to_before, tracks, after.media_time
+        )
         if not regions:  # nothing large enough, or only a known thing shifting in place
             return None
         passed = passes(tracks, regions)

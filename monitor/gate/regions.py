@@ -43,6 +43,7 @@ class RegionFinder:
         # Things that appeared and are still there -> how much of their box differed from the
         # empty scene when they arrived.
         self.present: dict[Box, float] = {}
+        self.left_at: dict[Box, float] = {}  # things left behind (in `present`) -> media time they were seen left
         h, w = first_img.shape
         self.frame_px = float(h * w)
         k = max(3, (w // 40) | 1)  # merge the parts of one object (head and body, car and roof)
@@ -90,9 +91,11 @@ class RegionFinder:
         transient: bool,
         model_to_before: Exposure,
         tracks: tuple[Track, ...] = (),
+        now: float = 0.0,
     ) -> list[Region]:
         """The regions of a finished change with their verdicts; `tracks`: the change's tracks,
-        which overrule the background where something followed away from a region."""
+        which overrule the background where something followed away from a region; `now`: the
+        media time of `after` (how long a thing left behind stood before it was taken)."""
         comps = sorted(self.components(changed), key=lambda c: -c[2])
         # Everything in the photometry of `before` (the caller matched `after` already).
         background = model_to_before.apply(self.background.astype(np.uint8))
@@ -125,18 +128,46 @@ class RegionFinder:
         if self._fidget(comps, kinds, transient):
             return []
         left = [] if transient else self._left_behind(comps, kinds, after, background)
+        stood, taken = ({}, []) if transient else self._taken(comps, kinds, after, background, now)
         if not transient:
             self._track_present(comps, kinds, after, background)
             for box, _, _ in left:
                 self.present[box] = self._fg_fraction(after, box, background)
+                self.left_at[box] = now
         self._pair_moves(comps, kinds, before, after)
         H, W = changed.shape
+        found = [*zip(comps, kinds), *((c, "left_behind") for c in left), *((c, "disappeared") for c, _ in taken)]
+        stood.update({len(comps) + len(left) + j: s for j, (_, s) in enumerate(taken)})
         return [
-            Region(x / W, y / H, w / W, h / H, kind, round(area, 5), None, followed.get(i))  # type: ignore[arg-type]
-            for i, (((x, y, w, h), _, area), kind) in enumerate(
-                [*zip(comps, kinds), *((c, "left_behind") for c in left)]
-            )
+            Region(x / W, y / H, w / W, h / H, kind, round(area, 5), track=followed.get(i), stood_s=stood.get(i))  # type: ignore[arg-type]
+            for i, (((x, y, w, h), _, area), kind) in enumerate(found)
         ]
+
+    def _taken(self, comps, kinds: list[str], after, background, now: float) -> tuple[dict[int, float], list]:
+        """Things left behind that are gone: where a change covers one and the empty scene shows
+        there again. ({component: seconds it had stood}, [(component, seconds)] for those inside
+        a larger change, a person who picked it up and walked off, as regions of their own)."""
+        stood: dict[int, float] = {}
+        taken = []
+        for box, since in list(self.left_at.items()):
+            fg_then = self.present.get(box)
+            if fg_then is None:  # forgotten (bounded memory) or gone another way
+                del self.left_at[box]
+                continue
+            near = [
+                i for i, ((b, _, _), k) in enumerate(zip(comps, kinds)) if k != "appeared" and _contained(box, b) >= 0.5
+            ]
+            if not near or self._fg_fraction(after, box, background) >= 0.3 * fg_then:
+                continue
+            del self.left_at[box]
+            self.present.pop(box)
+            own = next((i for i in near if _iou(comps[i][0], box) > 0.5), None)
+            if own is not None:
+                kinds[own], stood[own] = "disappeared", max(0.0, now - since)
+            else:
+                x, y, w, h = box
+                taken.append(((box, np.ones((h, w), bool), round(w * h / self.frame_px, 5)), max(0.0, now - since)))
+        return stood, taken
 
     def _left_by_tracks(self, comps, kinds: list[str], before, after, tracks, model_to_before: Exposure) -> dict:
         """{component: track} where a track shows the thing that stood there moving off. It left,

@@ -47,6 +47,7 @@ def region_out(r: Region) -> RegionOut:
         label=r.label,
         track=r.track,
         heading=r.heading,
+        stood_s=None if r.stood_s is None else round(r.stood_s, 1),
     )
 
 

@@ -235,7 +235,9 @@ def report(result: Score, as_json: bool) -> str:
     return "\n".join(lines)
 
 
-def eval_log(log_dir: Path, truth_path: Path, camera: str | None, tolerance_s: float, as_json: bool) -> int:
-    truth = load_truth(truth_path)
+def eval_log(
+    log_dir: Path, truth_path: Path, camera: str | None, tolerance_s: float, as_json: bool, what: str | None = None
+) -> int:
+    truth = load_truth(truth_path, what)
     print(report(score(read_log(log_dir, camera), truth, tolerance_s), as_json))
     return 0

@@ -78,7 +78,8 @@ class TruthError(MonitorError):
     """A truth file that cannot be used: one line naming the file and the field (exit 1)."""
 
 
-def load_truth(path: Path) -> Truth:
+def load_truth(path: Path, what: str | None = None) -> Truth:
+    """The truth in `path`; `what`: what a change the file leaves unnamed is (a clip of people)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -93,6 +94,8 @@ def load_truth(path: Path) -> Truth:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise TruthError(f"{path}: {loc}: {err['msg']}") from None
+    if what is not None:
+        doc = doc.model_copy(update={"what": doc.what or what})
     if doc.events is not None:
         return _from_events(doc)
     if isinstance(doc.present_intervals_s, list):
@@ -114,7 +117,15 @@ def _from_intervals(doc: TruthFile) -> Truth:
 def _from_events(doc: TruthFile) -> Truth:
     changes = [
         ExpectedChange(
-            e.kind, e.t if e.t_start is None else e.t_start, e.t, e.what, e.box, e.static, e.until, e.id, e.heading
+            e.kind,
+            e.t if e.t_start is None else e.t_start,
+            e.t,
+            e.what or doc.what,
+            e.box,
+            e.static,
+            e.until,
+            e.id,
+            e.heading,
         )
         for e in doc.events or []
     ]

@@ -1,7 +1,8 @@
 """Scripted cases of what the change log must get right, each a clip (JPEGs at `FPS`, read back
 through PyAV as an image-sequence camera) and its truth in `monitor eval-log`'s events shape:
-a person who puts a bag down and walks away, bursts of through-traffic both ways with a car
-that parks, and a car parked when the camera starts that drives off. `monitor bench changelog`
+a person who puts a bag down and walks away (and someone who later takes it), bursts of
+through-traffic both ways with a car that parks, and a car parked when the camera starts that
+drives off. `monitor bench changelog`
 scores them; the tests hold them to the goals."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ FPS = 2
 W, H = 640, 360
 BAG = (400, 290, 30, 20)  # centre x, y and size (px) of the bag put down between the feet
 PERSON_COLOURS = ((90, 130, 190), (170, 80, 30), (50, 40, 30))
+TAKER_COLOURS = ((80, 110, 160), (40, 150, 60), (90, 60, 40))
 
 
 def _person_x(t: float) -> float | None:
@@ -31,35 +33,64 @@ def _person_x(t: float) -> float | None:
     return None
 
 
-def write_bag_left_behind(folder: Path, seconds: float = 36.0) -> dict:
-    """A person walks in, stands, puts a bag down half hidden by their legs, and walks out."""
+def _taker_x(t: float) -> float | None:
+    """Walks in from the left (34-38 s), stands at the bag (38-44 s), picks it up (41 s) and
+    walks out to the right with it (44-48 s)."""
+    if 34 <= t < 38:
+        return -15 + 415 * (t - 34) / 4
+    if 38 <= t < 44:
+        return 400.0
+    if 44 <= t < 48:
+        return 400 + (W + 15 - 400) * (t - 44) / 4
+    return None
+
+
+TAKEN_AT = 41.0
+
+
+def write_bag_left_behind(folder: Path, seconds: float = 36.0, taken: bool = False) -> dict:
+    """A person walks in, stands, puts a bag down half hidden by their legs, and walks out;
+    with `taken`, someone else comes for it at 34 s and carries it off."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(5)
     scene = draw_background(rng, W, H)
+    cx, cy, bw, bh = BAG
     for i in range(int(seconds * FPS)):
         t = i / FPS
         img = scene.copy()
-        if t >= 16:  # put down while standing, half hidden by the legs until they go
-            cx, cy, bw, bh = BAG
+        if t >= 16 and not (taken and t >= TAKEN_AT):  # put down while standing, half hidden by the legs
             rounded_rect(img, cx, cy, bw, bh, 4, (30, 30, 140))
         x = _person_x(t)
         if x is not None:
             walking = t < 9 or t >= 20
             draw_person(img, x, 250, 30, 100, PERSON_COLOURS, step=float(np.sin(6 * t)) if walking else 0.0)
+        x = _taker_x(t) if taken else None
+        if x is not None:
+            draw_person(img, x, 250, 30, 100, TAKER_COLOURS, step=float(np.sin(6 * t)) if t < 38 or t >= 44 else 0.0)
+            if t >= TAKEN_AT:  # carried at the hand
+                rounded_rect(img, x + 20, 262, bw * 0.8, bh * 0.8, 4, (30, 30, 140))
         noisy = np.clip(img.astype(np.int16) + gaussian_noise(rng, img.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(str(folder / f"in{i:06d}.jpg"), noisy, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    cx, cy, bw, bh = BAG
     bag_box = [(cx - bw / 2) / W, (cy - bh / 2) / H, bw / W, bh / H]
-    return {
-        "events": [
-            {"id": "person-1", "what": "person", "kind": "arrived", "t_start": 6.0, "t": 9.0},
-            {"id": "person-1", "what": "person", "kind": "left", "t_start": 20.0, "t": 24.0},
-            # seen once its owner has gone; it must stay in the log's world until the end
-            {"id": "bag-1", "kind": "arrived", "t_start": 20.0, "t": 24.0, "box": bag_box, "static": True},
-        ],
-        "quiet_s": [[0.0, 6.0], [26.0, seconds]],
-        "seconds": seconds,
-    }
+    events = [
+        {"id": "person-1", "what": "person", "kind": "arrived", "t_start": 6.0, "t": 9.0},
+        {"id": "person-1", "what": "person", "kind": "left", "t_start": 20.0, "t": 24.0},
+        # seen once its owner has gone; it must stay in the log's world until it is taken
+        {"id": "bag-1", "kind": "arrived", "t_start": 20.0, "t": 24.0, "box": bag_box, "static": True},
+    ]
+    if not taken:
+        return {"events": events, "quiet_s": [[0.0, 6.0], [26.0, seconds]], "seconds": seconds}
+    events[-1]["until"] = TAKEN_AT
+    events += [
+        {"id": "person-2", "what": "person", "kind": "arrived", "t_start": 34.0, "t": 38.0},
+        {"id": "bag-1", "kind": "left", "t_start": TAKEN_AT, "t": 48.0, "box": bag_box},
+        {"id": "person-2", "what": "person", "kind": "left", "t_start": 44.0, "t": 48.0},
+    ]
+    return {"events": events, "quiet_s": [[0.0, 6.0], [26.0, 34.0], [50.0, seconds]], "seconds": seconds}
+
+
+def write_bag_taken(folder: Path, seconds: float = 58.0) -> dict:
+    return write_bag_left_behind(folder, seconds, taken=True)
 
 
 # Bursts of traffic on a two-lane road, seen from above: (entry time s, lane, colour), the upper
@@ -155,6 +186,7 @@ def write_parked_at_start(folder: Path, seconds: float = 36.0) -> dict:
 # name -> writer(folder) -> truth; every case is written at FPS images per second
 CASES: dict[str, Callable[[Path], dict]] = {
     "bag-left-behind": write_bag_left_behind,
+    "bag-taken": write_bag_taken,
     "busy-road": write_busy_road,
     "parked-at-start": write_parked_at_start,
 }

@@ -1,16 +1,29 @@
 """Plain-language pieces: where a region is ("at the lower left") and what happened to it
-("a vehicle arrived on the right")."""
+("a vehicle arrived on the right"). The embedded describer's sentences and the VLM's prompt
+facts are built here, at run time and in fine-tuning alike (`facts_text`), so a model is
+trained on the very words it is shown in the daemon."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from monitor.records import Region
+
+class Region(Protocol):
+    """A changed area as the daemon logs it (normalised 0-1, x, y = top-left), with its verdict."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    change: str  # appeared, disappeared, moved, left_behind, passed, changed
+    heading: str | None  # passed: "left to right", ...
+    stood_s: float | None  # disappeared: a thing left behind that was taken, after this long
 
 
 def place_name(region: Region) -> str:
     """'at the lower left', 'in the centre', ... from the region's centre on a 3x3 grid."""
-    cx, cy = region.centre
+    cx, cy = region.x + region.w / 2, region.y + region.h / 2
     col = 0 if cx < 1 / 3 else (1 if cx < 2 / 3 else 2)
     row = 0 if cy < 1 / 3 else (1 if cy < 2 / 3 else 2)
     names = [
@@ -93,6 +106,16 @@ def through(label: str | None) -> str:
     return "drove through" if label in _DRIVES else _THROUGH.get(label or "", "passed through")
 
 
+def duration(seconds: float) -> str:
+    """'40 seconds', '1 minute', '3 minutes', '2 hours', '3 days', rounded."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 1.5 * size:
+            n = round(seconds / size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    n = max(1, round(seconds))
+    return f"{n} second{'s' if n != 1 else ''}"
+
+
 def phrase(
     region: Region, label: str | None, transient: bool, count: int = 1, settled: bool = True, place: str | None = None
 ) -> str:
@@ -102,6 +125,9 @@ def phrase(
     if region.change == "passed" and region.heading:
         return f"{subject} {through(label)} from {region.heading}"
     place = place or place_name(region)
+    if region.change == "disappeared" and region.stood_s is not None and count == 1 and settled and not transient:
+        thing = f"the {label}" if label else "something"  # the one the log said was left behind
+        return f"{thing} left behind {duration(region.stood_s)} earlier was taken from {_where(place)}"
     if transient:
         return f"{subject} passed through {_where(place)}" if label else f"{subject} moved briefly {place}"
     verbs = _VERBS[(region.change, _kind(label))] if settled else _UNSETTLED[_kind(label)]
@@ -136,3 +162,11 @@ def sentence(regions: Sequence[Region], labels: Sequence[str | None], transient:
     if not clauses:
         return "something changed"
     return clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
+
+
+def facts_text(regions: Sequence, transient: bool = False, settled: bool = True) -> str:
+    """The prompt's region text: what the embedded describer says of these regions (each with
+    its `label`, verdict and place): 'seen: a person arrived on the left'; '' without any."""
+    if not regions:
+        return ""
+    return f"seen: {sentence(regions, [r.label for r in regions], transient, settled)}"
