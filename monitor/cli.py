@@ -26,12 +26,17 @@ from monitor.commands import (
     cmd_sample,
     cmd_tail,
 )
+from monitor.daemon.terminal import LineWriter
 from monitor.errors import ConfigError, MonitorError, mask_secrets
 
 
 def _mask_processor(_logger: Any, _name: str, event_dict: dict) -> dict:
     # Secrets (RTSP/Redis passwords) never reach a log line, whatever put them there.
     return {k: mask_secrets(v) if isinstance(v, str) else v for k, v in event_dict.items()}
+
+
+# Diagnostics reach stderr a whole line at a time, around the terminal's progress line.
+STDERR_LINES = LineWriter(lambda: sys.stderr)
 
 
 def configure_logging(level: str = "info") -> None:
@@ -43,9 +48,9 @@ def configure_logging(level: str = "info") -> None:
             structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        # sys.stderr looked up per message, not bound once: whoever swaps it later (pytest's
+        # sys.stderr looked up per line, not bound once: whoever swaps it later (pytest's
         # capture, a test harness) keeps receiving the diagnostics instead of a closed file.
-        logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
+        logger_factory=lambda *_args: structlog.PrintLogger(STDERR_LINES),
         cache_logger_on_first_use=False,
     )
 
@@ -82,8 +87,25 @@ def _subcommand_parsers(parser: argparse.ArgumentParser):
                 yield from _subcommand_parsers(sub)
 
 
+# Modules of the optional extras (pyproject.toml) -> the extra that installs them.
+OPTIONAL_MODULES = {
+    **dict.fromkeys(("torch", "transformers", "safetensors", "tokenizers", "peft"), "vlm"),
+    **dict.fromkeys(("pycocoevalcap", "matplotlib", "tqdm"), "finetune"),
+    **dict.fromkeys(("bitsandbytes", "accelerate"), "qlora"),
+    "skimage": "bench",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage mistake is one stderr line naming it (argparse prints the whole usage first),
+    exit 2; `--help` still shows the usage. Subcommand parsers are of this class too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="monitor", description="Video-surveillance change monitor.")
+    p = OneLineParser(prog="monitor", description="Video-surveillance change monitor.")
     _add_global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -96,10 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--source", help="video file, image-sequence folder/pattern, or rtsp:// URL")
     r.add_argument("--camera-id", help="camera id for --source (default: from the file name)")
     r.add_argument("--config", type=Path, help="YAML config file")
-    r.add_argument("--log-dir", type=Path, help="where changes.jsonl / changes.log go")
-    r.add_argument("--sample-fps", type=float, help="frames per second to examine (--source only)")
-    r.add_argument("--image-fps", type=float, help="frame rate of an image-sequence --source")
+    r.add_argument(
+        "--log-dir", type=Path, help="where changes.jsonl / changes.log go (default: log.dir, ./monitor-logs)"
+    )
+    r.add_argument("--sample-fps", type=float, help="frames per second to examine (--source only; default 2)")
+    r.add_argument("--image-fps", type=float, help="frame rate of an image-sequence --source (required for one)")
     r.add_argument("--realtime", action="store_true", help="pace file sources at their real speed")
+    r.add_argument(
+        "--clock", choices=["recorded", "run"], help="--source file: stamp from when it was recorded (default) or now"
+    )
     what.add_argument("--demo", action="store_true", help="run on the built-in synthetic sample scene")
     r.add_argument("--quiet", action="store_true", help="do not echo the change log to stdout")
     r.add_argument("--redis", metavar="URL", help="also deliver events to Redis streams (sets redis.url)")
@@ -120,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "-n", "--lines", type=non_negative_int, default=20, help="how many past events (0 = all; default 20)"
     )
-    t.add_argument("--log-dir", type=Path, default=Path("./monitor-logs"))
+    t.add_argument("--log-dir", type=Path, default=Path("./monitor-logs"), help="default ./monitor-logs")
     t.add_argument(
         "--redis", metavar="URL", help="read <prefix>:events instead of --log-dir; 'env' = $MONITOR_REDIS__URL"
     )
@@ -158,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a change log against a truth file",
         description="Score LOG_DIR/changes.jsonl against TRUTH.json: arrivals and departures found, direction, "
         "object named, left-behind objects persisting, events in quiet stretches, sentence defects. "
-        "Truth: the shared *.truth.json (present_intervals_s) or the synthetic scene's (events); see the README.",
+        "Truth: the shared *.truth.json (present_intervals_s) or the synthetic scene's (events): docs/change-log.md.",
     )
     e.add_argument("log_dir", type=Path, metavar="LOG_DIR")
     e.add_argument("truth", type=Path, metavar="TRUTH.json")
@@ -166,13 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--tolerance", type=positive_float, default=2.0, metavar="S", help="seconds of slack at each edge (default 2)"
     )
+    e.add_argument(
+        "--what", choices=("person", "vehicle", "bag"), help="what the truth's unnamed changes are (a clip of people)"
+    )
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=cmd_eval_log)
 
     s = sub.add_parser("sample", help="render the synthetic sample scene (+ truth JSON)")
     s.add_argument("out", type=Path, help="output .mp4")
-    s.add_argument("--seconds", type=float, default=DEMO_SECONDS)
-    s.add_argument("--seed", type=int, default=DEMO_SEED)
+    s.add_argument("--seconds", type=float, default=DEMO_SECONDS, help=f"clip length, >= 10 (default {DEMO_SECONDS:g})")
+    s.add_argument("--seed", type=int, default=DEMO_SEED, help=f"the scene's random seed (default {DEMO_SEED})")
     s.set_defaults(func=cmd_sample)
 
     m = sub.add_parser("models", help="VLM describer checkpoints: inspect, pull")
@@ -195,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = b.add_subparsers(dest="what", required=True, metavar="WHAT")
     bg = bench.add_parser("gate", help="the change gate against naive full decode + SSIM, per sampled frame")
     bg.add_argument("--video", type=Path, action="append", help="footage (repeatable; default: shared footage)")
-    bg.add_argument("--sample-fps", type=float, default=1.0)
+    bg.add_argument("--sample-fps", type=float, default=1.0, help="default 1")
     bg.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
     bg.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
     bg.add_argument(
@@ -269,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     except MonitorError as exc:
         print(f"monitor: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        extra = OPTIONAL_MODULES.get(package)
+        if extra is None or args.debug:
+            raise
+        print(f"monitor: error: {args.command} needs {package}: pip install '.[{extra}]'", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -37,6 +37,7 @@ def demo_video() -> Path:
     path = cache / f"sample-seed{DEMO_SEED}-{int(DEMO_SECONDS)}s.mp4"
     if not path.exists() or not path.with_suffix(".truth.json").exists():
         cache.mkdir(parents=True, exist_ok=True)
+        print(f"monitor: rendering the demo scene ({DEMO_SECONDS:g} s, once) into {path} ...", file=sys.stderr)
         render_sample_scene(path, seconds=DEMO_SECONDS, seed=DEMO_SEED)
     return path
 
@@ -59,6 +60,19 @@ def _narrow_config(data: dict[str, Any], cam: dict[str, Any]) -> tuple[dict[str,
 
 
 # -- subcommands ---------------------------------------------------------------------------
+def _check_time_order(settings: MonitorSettings, camera: str, first: float) -> None:
+    """A file whose events would go back in time in the log dir is refused before the run (the
+    daemon refuses any such event too): per camera, t_after never decreases across runs."""
+    from monitor.order.time_order import BACK_IN_TIME
+    from monitor.records import iso_utc
+    from monitor.sinks.logfiles import last_logged
+
+    logged = last_logged(settings.log.dir).get(camera)
+    if logged is not None and first < logged[1] - 0.001:
+        when = f"the file starts at {iso_utc(first)}, before the log's last {camera} event at {iso_utc(logged[1])}"
+        raise MonitorError(f"camera {camera}: {when}: {BACK_IN_TIME}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.config import load_settings, read_yaml
     from monitor.daemon.service import Monitor
@@ -71,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.camera_id = args.camera_id or "lot-demo"
     if source:
         cam: dict[str, Any] = {"id": args.camera_id or _camera_id_from(source), "source": source}
+        if args.demo:
+            cam["clock"] = "run"  # a rendered scene was never recorded: it happens now, every time
+        if args.clock is not None:
+            cam["clock"] = args.clock
         if args.sample_fps is not None:
             cam["sample_fps"] = args.sample_fps
         if args.image_fps is not None:
@@ -91,7 +109,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if source and not is_network(source):
         # One file: one line if it cannot be read, before anything starts (a config of many
         # cameras keeps the others running when one fails).
-        VideoSource(settings.cameras[0]).check()
+        first = VideoSource(settings.cameras[0])
+        first.check()
+        if settings.cameras[0].clock == "recorded":  # "run" continues after the log's last event
+            _check_time_order(settings, settings.cameras[0].id, first.first_time())
     reload = None
     if args.config is not None and not source:
 
@@ -106,7 +127,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     early: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
-    monitor = Monitor(settings, echo=None if args.quiet else sys.stdout, realtime=args.realtime or None, reload=reload)
+    from monitor.daemon.terminal import LineWriter, Progress
+
+    # On a terminal, a run of files shows how far it got (a stream has no end to count towards).
+    files_only = not any(is_network(c.source) for c in settings.cameras)
+    progress = Progress() if files_only and sys.stderr.isatty() else None
+    echo = None if args.quiet else LineWriter(lambda: sys.stdout)
+    monitor = Monitor(settings, echo=echo, realtime=args.realtime or None, reload=reload, progress=progress)
     # SIGTERM (systemctl stop): stop reading, describe and write what is queued, flush, exit 0.
     # SIGHUP (systemctl reload): reopen the log files; with --config, re-read it and apply its
     # cameras (added, removed, changed) without touching the others; an invalid one is refused.
@@ -134,6 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             dropped=result.dropped.get(cam_id, 0),
         )
     log.info("run_finished", events=result.events, log_dir=str(settings.log.dir))
+    if args.demo:
+        print(f"monitor: the demo's change log: monitor tail --log-dir {settings.log.dir}", file=sys.stderr)
     if result.errors:
         for message in result.errors.values():
             print(f"monitor: error: {message}", file=sys.stderr)
@@ -155,10 +184,31 @@ def _with_credentials(settings: MonitorSettings) -> MonitorSettings:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """The settings `run` would start with, refused with the same lines: the same validation,
+    the detector's model loaded, a VLM checkpoint checked; sources that cannot be read now are
+    warnings (a camera may come later, a file may be written later)."""
     from monitor.config import load_settings
+    from monitor.detect.objects import build_detector
+    from monitor.errors import SourceError
+    from monitor.sources.video import VideoSource, is_network
 
     settings = load_settings(args.file)
-    print(f"{args.file}: OK ({len(settings.cameras)} camera(s))")
+    build_detector(settings.describer.detector)
+    if settings.describer.kind == "vlm":
+        from monitor.describe.vlm import VlmDescriber
+
+        VlmDescriber.check(settings.describer)
+    warnings = 0
+    for cam in settings.cameras:
+        if is_network(cam.source):
+            continue
+        try:
+            VideoSource(cam).check()
+        except SourceError as exc:
+            print(f"monitor: warning: {exc}", file=sys.stderr)
+            warnings += 1
+    note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
+    print(f"{args.file}: OK ({len(settings.cameras)} camera(s){note})")
     return 0
 
 
@@ -178,7 +228,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def cmd_eval_log(args: argparse.Namespace) -> int:
     from monitor.readers.eval_log import eval_log
 
-    return eval_log(args.log_dir, args.truth, args.camera, args.tolerance, args.json)
+    return eval_log(args.log_dir, args.truth, args.camera, args.tolerance, args.json, args.what)
 
 
 def _redis_url(value: str | None) -> str:
@@ -221,7 +271,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     try:
         from pipelines.checkpoint import CheckpointError, inspect_checkpoint
     except ImportError as exc:
-        raise MonitorError(f"monitor models needs {exc.name}: pip install 'surveillance-change-monitor[vlm]'") from None
+        raise MonitorError(f"monitor models needs {exc.name}: pip install '.[vlm]'") from None
     try:
         if args.action == "pull":
             from huggingface_hub import snapshot_download

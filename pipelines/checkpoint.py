@@ -118,9 +118,7 @@ def _quantization_config(quantization: str, dtype: torch.dtype) -> Any:
         import bitsandbytes  # noqa: F401
         from transformers import BitsAndBytesConfig
     except ImportError:
-        raise CheckpointError(
-            f"quantization {quantization} needs bitsandbytes: pip install 'surveillance-change-monitor[qlora]'"
-        ) from None
+        raise CheckpointError(f"quantization {quantization} needs bitsandbytes: pip install '.[qlora]'") from None
     # The vision tower, projector, compressor and LM head stay in the compute dtype.
     # (module-name prefixes; LLaVA and CompressedCaptioner use the same names)
     skip = ["model.vision_tower", "model.multi_modal_projector", "compressor", "lm_head"]

@@ -190,6 +190,11 @@ def test_a_file_that_is_not_onnx_is_one_config_line(tmp_path) -> None:
         lines
     )
     assert "Traceback" not in proc.stderr
+    # check-config refuses it the same way: one validation for both
+    config = tmp_path / "c.yaml"
+    config.write_text(f"cameras: [{{id: a, source: {ROOM}}}]\n")
+    checked = run_monitor("check-config", config, env=env, timeout=60)
+    assert checked.returncode == 2 and checked.stderr.strip().splitlines() == lines, checked.stderr
 
 
 def test_a_missing_model_is_named_by_check_config(tmp_path) -> None:

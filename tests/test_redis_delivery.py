@@ -66,10 +66,12 @@ def test_every_event_of_a_run_arrives_in_order(tmp_path: Path, server: RedisServ
     assert c.hgetall("monitor:delivered") == {"room": "12"}
     assert not list((logs / "spool").glob("seg-*")), "a delivered spool is compacted away"
 
-    # A second run continues the numbering (13..24) instead of being dropped as duplicates.
+    # A second run continues the numbering (13..24) instead of being dropped as duplicates
+    # (stamped from now: the recording's own time would go back in this log dir).
     proc = run_monitor(
-        "run", "--source", video, "--camera-id", "room", "--log-dir", logs, "--quiet", "--redis", server.url
-    )
+        "run", "--source", video, "--camera-id", "room", "--log-dir", logs, "--quiet", "--redis", server.url,
+        "--clock", "run",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert [int(f["seq"]) for f in stream(c)] == list(range(1, 25))
     assert [f["event_id"] for f in stream(c)] == [e["event_id"] for e in read_events(logs)]
@@ -150,9 +152,10 @@ def test_sigkilled_daemon_delivers_its_spool_first(tmp_path: Path) -> None:
 
     srv.start()
     try:
-        proc2 = run_monitor(
-            "run", "--source", video, "--camera-id", "fast", "--log-dir", logs, "--quiet", "--redis", srv.url
-        )
+        proc2 = run_monitor(  # the same clip again: stamped from now, after the killed run's events
+            "run", "--source", video, "--camera-id", "fast", "--log-dir", logs, "--quiet", "--redis", srv.url,
+            "--clock", "run",
+        )  # fmt: skip
         assert proc2.returncode == 0, proc2.stderr
         assert_no_traceback(proc2)
         got = stream(srv.client())
@@ -185,7 +188,10 @@ def test_wrong_password_keeps_running_then_password_file_delivers(tmp_path: Path
         pw.write_text("right-pass-4711\n")
         env = {"MONITOR_REDIS__PASSWORD_FILE": str(pw)}
         url = f"redis://127.0.0.1:{srv.port}/0"
-        proc = run_monitor("run", "--source", video, "--camera-id", "room", "--log-dir", logs, "--redis", url, env=env)
+        again = ("--clock", "run")  # the same clip again: stamped from now
+        proc = run_monitor(
+            "run", "--source", video, "--camera-id", "room", "--log-dir", logs, "--redis", url, *again, env=env
+        )
         assert proc.returncode == 0, proc.stderr
         assert "right-pass-4711" not in proc.stdout + proc.stderr
         got = stream(srv.client())
@@ -299,7 +305,7 @@ def test_spool_survives_reopen_and_compacts(tmp_path: Path) -> None:
 
 
 def test_seq_continues_from_rotated_logs_without_redis(tmp_path: Path) -> None:
-    from monitor.sinks.logfiles import last_logged_seqs
+    from monitor.sinks.logfiles import last_logged
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -309,11 +315,11 @@ def test_seq_continues_from_rotated_logs_without_redis(tmp_path: Path) -> None:
         "\n".join(json.dumps(synthetic_event(c, s).model_dump(mode="json")) for c, s in [("a", 5), ("b", 9)]) + "\n"
     )
     (logs / "changes.jsonl.bak").write_text(synthetic_event("a", 99).model_dump_json() + "\n")  # not a rotation
-    assert last_logged_seqs(logs) == {"a": 7, "b": 9}
+    assert {cam: seq for cam, (seq, _) in last_logged(logs).items()} == {"a": 7, "b": 9}
 
     video = need_video(VIDEO)
-    for _ in range(2):
-        proc = run_monitor("run", "--source", video, "--camera-id", "b", "--log-dir", logs, "--quiet")
+    for _ in range(2):  # stamped from now, after the log's (synthetic) events of b
+        proc = run_monitor("run", "--source", video, "--camera-id", "b", "--log-dir", logs, "--quiet", "--clock", "run")
         assert proc.returncode == 0, proc.stderr
     assert [e["seq"] for e in read_events(logs)] == list(range(10, 34))
 

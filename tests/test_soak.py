@@ -1,7 +1,7 @@
 """Soak (bounded for CI): the real daemon on 8 RTSP cameras looping real footage, Redis and the
 jobs on, for 110 s. After a warm-up, memory must not grow by 5 % or more, no thread may
 leak, and events must keep coming. The same measurement, longer, is `monitor bench service
---cameras 8 --minutes 30` (README, Service benchmark)."""
+--cameras 8 --minutes 30` (docs/benchmarks.md, Service benchmark)."""
 
 from __future__ import annotations
 

@@ -302,7 +302,7 @@ def bench_gate(args) -> int:
     try:
         from skimage.metrics import structural_similarity
     except ImportError:
-        print("monitor: the naive baseline needs scikit-image: pip install '.[bench]'", file=sys.stderr)
+        print("monitor: error: bench gate's naive baseline needs scikit-image: pip install '.[bench]'", file=sys.stderr)
         return 1
     sample_fps = float(args.sample_fps)
     seconds = getattr(args, "seconds", None)

@@ -218,7 +218,7 @@ def bench_model(args: Any) -> int:
         import torch
         import transformers  # noqa: F401
     except ImportError as exc:
-        print(f"monitor: error: bench model needs {exc.name}: pip install 'surveillance-change-monitor[vlm]'",
+        print(f"monitor: error: bench model needs {exc.name}: pip install '.[vlm]'",
               file=sys.stderr)  # fmt: skip
         return 1
     if args.device == "cuda" and not torch.cuda.is_available():

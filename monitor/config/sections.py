@@ -81,6 +81,11 @@ class CameraConfig(Strict):
     sample_fps: float = Field(2.0, gt=0, le=60, description="frames per second handed to the gate")
     image_fps: float | None = Field(None, gt=0, le=240, description="frame rate of an image-sequence source")
     realtime: bool = Field(False, description="pace file sources at their own speed")
+    clock: Literal["recorded", "run"] = Field(
+        "recorded",
+        description="files: stamp events from when the file was recorded (its creation_time, else its "
+        "modification time less its length), or from the run's start; live streams use the wall clock",
+    )
     open_timeout_s: float = Field(10.0, gt=0, description="RTSP/network open timeout")
     read_timeout_s: float = Field(10.0, gt=0, description="RTSP/network read timeout")
     reconnect_max_s: float = Field(30.0, gt=0, description="network sources: cap of the reconnect backoff")
@@ -176,6 +181,13 @@ class HttpConfig(Strict):
         "127.0.0.1:9108", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$",
         description="host:port of /healthz and /metrics; null = off",
     )  # fmt: skip
+
+    @field_validator("bind")
+    @classmethod
+    def _port_in_range(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError(f"port out of range 1-65535 (got {value!r})")
+        return value
 
 
 class LogConfig(Strict):

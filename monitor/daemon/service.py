@@ -19,12 +19,14 @@ from monitor.daemon.jobs import Jobs, StatsJob, daemon_jobs
 from monitor.daemon.notify import BeatingDescriber, CameraProbe, Heartbeats, Notifier, StatusLine, Watchdog
 from monitor.daemon.queues import CameraQueues
 from monitor.daemon.snapshot import CameraSnapshot, MonitorSnapshot
+from monitor.daemon.terminal import Progress
 from monitor.describe.base import Describer
 from monitor.describe.factory import build_describer
 from monitor.errors import MonitorError, mask_secrets
 from monitor.gate.change_gate import ChangeGate
 from monitor.order.events import change_event, health_event
 from monitor.order.orderer import EventOrderer
+from monitor.order.time_order import TimeOrder
 from monitor.records import ChangeEvent
 from monitor.sinks.writer import EventWriter
 from monitor.sources.video import SourceStats, VideoSource
@@ -58,8 +60,10 @@ class Monitor:
         realtime: bool | None = None,
         notifier: Notifier | None = None,
         reload: Callable[[], MonitorSettings] | None = None,
+        progress: Progress | None = None,
     ):
         self.settings = settings
+        self._progress = progress  # a terminal's progress line (file runs), fed the snapshot
         self._realtime = realtime
         # SIGHUP: re-reads the config (raises ConfigError when invalid); None = nothing to reload.
         self._reload = reload
@@ -89,6 +93,7 @@ class Monitor:
         self._retired: list[CameraRun] = []  # cameras removed or replaced by a reload
         self._live = 0  # reader threads whose end marker has not been taken yet
         self._tally: StartTally | None = None  # first opens of the cameras started with the run
+        self._time_order = TimeOrder({})  # seeded from the log dir at run()
 
     def uptime(self) -> float:
         return time.monotonic() - self._started_at if self._started_at else 0.0
@@ -124,6 +129,7 @@ class Monitor:
         )
 
     def _start_reader(self, run: CameraRun) -> None:
+        run.source.not_before = self._time_order.latest.get(run.camera.id)  # clock "run": after the log's last
         if self._tally is None:
             self._tally = StartTally(len(self.cameras))
         # The gate settings of the current config: a reload may have replaced it since.
@@ -159,6 +165,7 @@ class Monitor:
         if not self.cameras:
             raise MonitorError("no cameras configured (give --source or a config with cameras:)")
         last = self.writer.start()
+        self._time_order = TimeOrder(self.writer.logged_until)
         for cam, seq in last.items():
             self.orderer.set_start(cam, seq)
         if last:
@@ -186,7 +193,11 @@ class Monitor:
                     self._describe(cands)
                 self._emit(self.orderer.pop_ready())
                 self._lifecycle()
+                if self._progress is not None:
+                    self._progress(self.snapshot())
         finally:
+            if self._progress is not None:
+                self._progress.done()
             self.stop_event.set()
             for run in self.cameras:
                 run.stop.set()
@@ -196,6 +207,7 @@ class Monitor:
             try:
                 self.jobs.shutdown()
                 self._emit(self.orderer.flush())
+                self.writer.finish_captures()
                 self._final_stats()
             finally:
                 self.writer.close()
@@ -210,6 +222,8 @@ class Monitor:
             result.dropped[cid] = result.dropped.get(cid, 0) + run.dropped
             if run.error:
                 result.errors[cid] = run.error
+        for cid, line in self._time_order.errors().items():
+            result.errors.setdefault(cid, line)
         return result
 
     def _final_stats(self) -> None:
@@ -341,10 +355,13 @@ class Monitor:
         with self.metrics.describe_seconds.time():
             descriptions = iter(self.describer.describe(real) if real else [])
         for item in cands:  # in arrival order: a camera's seq follows what happened to it
-            if isinstance(item, HealthNotice):
+            health = isinstance(item, HealthNotice)
+            desc = None if health else next(descriptions)
+            if not self._time_order.admit(item.camera_id, item.at if health else item.after.wall_time):
+                continue
+            if health:
                 self.orderer.push(health_event(item, self.orderer.next_seq(item.camera_id)))
             else:
-                desc = next(descriptions)
                 seq = self.orderer.next_seq(item.camera_id)
                 event = change_event(item, seq, desc, self.describer.name)
                 self.writer.hold(event, item)
@@ -370,5 +387,7 @@ def camera_snapshot(
         dropped=run.dropped,
         events=events.get(cid, 0),
         last_event=last.get(cid),
+        media_s=stats.media_s,
+        length_s=stats.length_s,
         error=run.error,
     )

@@ -30,6 +30,8 @@ class CameraSnapshot:
     events: int  # events of this camera written this run
     last_event: str | None  # t_after of its last event written
     error: str | None
+    media_s: float = 0.0  # media time read so far
+    length_s: float | None = None  # a file's declared length
 
     @property
     def reading(self) -> bool:

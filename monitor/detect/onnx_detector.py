@@ -40,7 +40,7 @@ class OnnxDetector:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ConfigError("describer.detector: needs onnxruntime (pip install onnxruntime)") from None
+            raise ConfigError("describer.detector: needs onnxruntime: pip install '.'") from None
         self.cfg = cfg
         options = ort.SessionOptions()
         options.intra_op_num_threads = cfg.threads

@@ -72,6 +72,7 @@ class CaptureSink:
         self.saved = 0
         self.skipped = 0  # the writer thread was QUEUE_MAX behind
         self.failed = 0
+        self._failing = 0  # captures failed since the last one written
 
     def start(self) -> None:
         if self._thread is None:
@@ -108,8 +109,16 @@ class CaptureSink:
             try:
                 self.write(cand, event)
             except Exception as exc:  # noqa: BLE001 - a failed capture never stops the daemon
+                if not self._failing:  # said once per outage (a full disk fails every one)
+                    log.error("capture_failed", event=event.event_id, error=f"{type(exc).__name__}: {exc}")
                 self.failed += 1
-                log.error("capture_failed", event=event.event_id, error=f"{type(exc).__name__}: {exc}")
+                self._failing += 1
+                final = capture_path(self.root, event)
+                shutil.rmtree(final.with_name(final.name + TMP_SUFFIX), ignore_errors=True)  # what it left
+                continue
+            if self._failing:
+                log.warning("captures_resumed", missed=self._failing)
+                self._failing = 0
 
     def write(self, cand: ChangeCandidate, event: ChangeEvent) -> Path | None:
         """Encode and write one capture folder now (the writer thread's work); returns its path,

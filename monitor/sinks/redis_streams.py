@@ -179,10 +179,7 @@ class RedisSink:
         if self.spool is None:
             self._send(items)
             return
-        try:
-            self.spool.append(items)
-        except OSError as exc:  # disk full / gone: the log files still have the events
-            log.error("spool_write_failed", error=str(exc), events=len(items), spool=str(self.spool.dir))
+        self.spool.append(items)  # a disk that refuses keeps them in memory (Spool._write_durably)
 
     def write(self, event: ChangeEvent) -> None:
         self.write_many([event])

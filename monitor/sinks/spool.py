@@ -22,6 +22,7 @@ How it works (kept deliberately simple):
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -93,6 +94,8 @@ class Spool:
         self._file_bytes = 0
         self.dropped = 0
         self.appended = 0
+        self.memory_only = 0  # records the disk refused since it last took one: in memory only
+        self._commit_refused = False
         self._load()
         self._next_n = max(self._done, self._last_n_on_disk) + 1
         self._drop_over_bound()
@@ -158,13 +161,7 @@ class Spool:
                 ).encode()
                 lines.append(line)
                 records.append(SpoolRecord(n, event, tuple(alerts), len(line)))
-            if self._file is None or self._file_bytes >= self.segment_bytes:
-                self._open_segment(records[0].n)
-            data = b"".join(lines)
-            self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file_bytes += len(data)
+            self._write_durably(b"".join(lines), records)
             for rec in records:
                 self._pending.append(rec)
                 self._pending_bytes += rec.size
@@ -173,9 +170,44 @@ class Spool:
             self._lock.notify_all()
             return records
 
+    def _write_durably(self, data: bytes, records: list[SpoolRecord]) -> None:
+        """Append to the current segment and fsync. A disk that refuses (full, gone) costs the
+        durability of these records, not the records: they stay in memory for delivery, and
+        the refusal is said once; the half-written bytes are cut off and the next append starts
+        a new segment, so no segment ever holds a torn line in its middle."""
+        try:
+            if self._file is None or self._file_bytes >= self.segment_bytes:
+                self._open_segment(records[0].n)
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._refused(exc, len(records))
+            return
+        self._file_bytes += len(data)
+        if self.memory_only:
+            log.warning("spool_disk_back", spool=str(self.dir), kept_in_memory_only=self.memory_only)
+            self.memory_only = 0
+
+    def _refused(self, exc: OSError, count: int) -> None:
+        if not self.memory_only:
+            log.error(
+                "spool_disk_refused", spool=str(self.dir), error=exc.strerror or str(exc),
+                note="events go to Redis from memory until the disk takes them again (a crash would lose those)",
+            )  # fmt: skip
+        self.memory_only += count
+        if self._file is not None:
+            path = self._segments[-1][1]
+            with contextlib.suppress(OSError):
+                self._file.close()
+            with contextlib.suppress(OSError):
+                os.truncate(path, self._file_bytes)  # cutting back needs no space
+            self._file = None
+
     def _open_segment(self, first_n: int) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
         path = self.dir / _seg_name(first_n)
         self._file = path.open("ab")
         self._file_bytes = 0
@@ -224,11 +256,18 @@ class Spool:
     def _commit_locked(self, through_n: int) -> None:
         self._done = max(self._done, through_n)
         tmp = self.dir / (COMMITTED_NAME + ".tmp")
-        with tmp.open("w") as fh:
-            fh.write(f"{self._done}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.dir / COMMITTED_NAME)
+        try:
+            with tmp.open("w") as fh:
+                fh.write(f"{self._done}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.dir / COMMITTED_NAME)
+            self._commit_refused = False
+        except OSError as exc:  # a full disk: delivery goes on; a restart re-sends, Redis dedupes
+            if not self._commit_refused:
+                log.warning("spool_offset_not_saved", spool=str(self.dir), error=exc.strerror or str(exc))
+            self._commit_refused = True
+            return
         # Compaction: a closed segment whose records are all done is deleted. A segment ends
         # where the next begins, so "all done" means the next segment starts at or below done+1.
         while len(self._segments) > 1 and self._segments[1][0] <= self._done + 1:

@@ -11,7 +11,7 @@ import structlog
 from monitor.config import MonitorSettings
 from monitor.records import ChangeCandidate, ChangeEvent
 from monitor.sinks.captures import CaptureSink
-from monitor.sinks.logfiles import LogFileSink, last_logged_seqs
+from monitor.sinks.logfiles import LogFileSink, last_logged
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,7 @@ class EventWriter:
         self._frames: dict[str, ChangeCandidate] = {}  # event_id -> candidate, until written
         self.last_event: dict[str, str] = {}  # camera -> t_after of its last event (/healthz)
         self.by_camera: dict[str, int] = {}  # events written per camera (stats)
+        self.logged_until: dict[str, float] = {}  # camera -> latest t_after already in the log dir (start)
 
     @property
     def written(self) -> int:
@@ -44,7 +45,9 @@ class EventWriter:
         """Start the sinks; returns the highest seq each camera already produced (log files, the
         Redis spool, Redis' delivered hash), so a restarted daemon continues its numbering: the
         Redis idempotency check relies on it, and so does anyone reading the log."""
-        sources = [last_logged_seqs(self.settings.log.dir)]
+        logged = last_logged(self.settings.log.dir)
+        self.logged_until = {cam: at for cam, (_, at) in logged.items()}
+        sources = [{cam: seq for cam, (seq, _) in logged.items()}]
         if self.redis is not None:
             sources.append(self.redis.spool.last_seqs() if self.redis.spool is not None else {})
             sources.append(self.redis.start())  # {} when Redis is unreachable now
@@ -79,6 +82,11 @@ class EventWriter:
         self.sink = LogFileSink(self.settings.log, echo=echo)  # closes the old handlers
         self.sink.written = written
         log.info("log_files_reopened", log_dir=str(self.settings.log.dir))
+
+    def finish_captures(self) -> None:
+        """Write the captures still queued (before the run's final stats count them)."""
+        if self.captures is not None:
+            self.captures.close()
 
     def close(self) -> None:
         try:

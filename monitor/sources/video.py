@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import av
@@ -27,6 +28,27 @@ log = structlog.get_logger(__name__)
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
 _KEYFRAMES_NEEDED = 3  # keyframe gaps seen before trusting the stream's GOP
+# A creation_time before 2000 is a writer's placeholder (MP4 counts from 1904, others from 1970).
+_PLACEHOLDER_BEFORE = 946684800.0
+
+
+def recorded_start(container: av.container.InputContainer, path: str) -> float | None:
+    """When a file's first frame was recorded (UNIX seconds): its `creation_time` (MP4, MOV and
+    MKV writers set it), else its modification time less its length (a recorder writes up to
+    its end); None when neither is known (an image sequence) or it would be in the future."""
+    for meta in (container.metadata, container.streams.video[0].metadata):
+        raw = meta.get("creation_time")
+        try:
+            t = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp() if raw else None
+        except ValueError:
+            t = None
+        if t is not None and t >= _PLACEHOLDER_BEFORE:
+            return t if t <= time.time() else None
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    return mtime - (container.duration or 0) / 1e6  # av.time_base: microseconds
 
 
 @dataclass
@@ -37,6 +59,9 @@ class SourceStats:
     corrupt: int = 0  # packets or frames that failed to decode
     mode: str = "all-frames"  # or "keyframes-only"
     keyframe_interval_s: float | None = None
+    ended_early_s: float | None = None  # a file that ended before its declared length: media seconds read
+    media_s: float = 0.0  # media time of the last frame handed on
+    length_s: float | None = None  # a file's declared length (None: a stream, or not declared)
 
 
 def is_network(source: str) -> bool:
@@ -97,6 +122,10 @@ class VideoSource:
         # connection left off, plus the wall time it was away: time never runs backwards for
         # the gate, and event ids of the new connection never repeat old ones.
         self._media_offset = 0.0
+        self._origin = time.time()  # wall time of media time 0 (set per read in frames())
+        # clock "run": not before this (the camera's last event in the log dir), so a clip run
+        # again, stamped faster than real time, continues after its previous run instead of going back
+        self.not_before: float | None = None
         self._last_media: float | None = None
         self._last_wall: float | None = None
         self.opens = 0  # successful opens (reconnects = opens - 1)
@@ -117,6 +146,20 @@ class VideoSource:
         self._open()
         self.close()
         self.opens -= 1
+
+    def first_time(self) -> float:
+        """The wall time this source's first frame will carry: for a file with `clock:
+        recorded` when it was recorded, else now or `not_before` (quietly opened and closed;
+        SourceError)."""
+        if self.network or self.camera.clock != "recorded":
+            return max(time.time(), self.not_before or 0.0)
+        self._open()
+        try:
+            start = recorded_start(self._container, self.camera.source)
+        finally:
+            self.close()
+            self.opens -= 1
+        return time.time() if start is None else start
 
     def open(self) -> None:
         self._open()
@@ -176,6 +219,11 @@ class VideoSource:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # one core per camera scales best across many cameras
         sampler = Sampler(1.0 / self.camera.sample_fps, float(stream.average_rate or stream.guessed_rate or 25))
+        self._origin = max(sampler.start_wall, self.not_before or 0.0)  # wall time of media time 0
+        if not self.network:
+            self.stats.length_s = (container.duration or 0) / 1e6 or None
+        if not self.network and self.camera.clock == "recorded":
+            self._origin = recorded_start(container, self.camera.source) or sampler.start_wall
         # Files: learn the keyframe interval from the packet index up front (no decoding), so
         # keyframes-only decoding starts at the first frame. Streams learn it as they go.
         key_gaps = [] if self.network else self._probe_keyframe_gaps()
@@ -183,6 +231,8 @@ class VideoSource:
         keyframes_only = self._choose_mode(key_gaps, sampler.interval, False)
         decoder = self._keyframe_decoder(stream) if keyframes_only else stream.codec_context
         time_base = float(stream.time_base)  # a float: Fraction arithmetic per packet is slow
+        first_t: float | None = None  # first and last packet time: how far a file was read
+        last_t = 0.0
         try:
             for packet in container.demux(stream):
                 if self.stop.is_set():
@@ -190,6 +240,9 @@ class VideoSource:
                 if packet.pts is None and packet.size == 0:
                     continue  # the demuxer's end marker; the decoder is flushed below
                 ptime = packet.pts * time_base if packet.pts is not None else None
+                if ptime is not None:
+                    last_t = ptime
+                    first_t = ptime if first_t is None else first_t
                 if packet.is_keyframe and ptime is not None:
                     if last_key is not None and ptime > last_key:
                         key_gaps = [*key_gaps[-7:], ptime - last_key]
@@ -206,15 +259,32 @@ class VideoSource:
                 yield from self._sample(self._decode(decoder, packet), sampler)
             if not self.stop.is_set():
                 yield from self._sample(self._decode(decoder, None), sampler)
+                if not self.network:
+                    self._check_length(container, last_t - (first_t or 0.0), "its data ends")
         except (av.FFmpegError, OSError) as exc:
             # A truncated or broken file ends the stream cleanly; the caller sees why.
             self.stats.corrupt += 1
-            log.warning("source_ended_early", camera=self.camera.id, source=self.label, reason=_reason(exc))
             if self.network:
                 raise SourceError(f"camera {self.camera.id}: {self.label}: {_reason(exc)}") from None
+            self._check_length(container, last_t - (first_t or 0.0), _reason(exc), always=True)
         finally:
             self.close()
         log.info("source_finished", camera=self.camera.id, **self.stats.__dict__)
+
+    def _check_length(self, container, read: float, reason: str, always: bool = False) -> None:
+        """A file that ends before the length its header declares (truncated, a copy cut short)
+        is said once: what was read is processed, and the warning says where it stopped."""
+        length = (container.duration or 0) / 1e6  # microseconds
+        if always or (length > 0 and read < length - 1.0):
+            self.stats.ended_early_s = round(read, 1)
+            log.warning(
+                "source_ended_early",
+                camera=self.camera.id,
+                source=self.label,
+                read_s=round(read, 1),
+                length_s=round(length, 1) if length else None,
+                reason=reason,
+            )
 
     def _probe_keyframe_gaps(self, max_packets: int = 400, max_seconds: float = 20.0) -> list[float]:
         """Keyframe intervals at the start of a file, read from its packets only."""
@@ -270,12 +340,13 @@ class VideoSource:
             if self.network:
                 wall = time.time()
             else:
-                wall = sampler.start_wall + rel
-                delay = wall - time.time()
+                wall = self._origin + rel
+                delay = sampler.start_wall + rel - time.time()  # pacing follows the run's own clock
                 if self.realtime and delay > 0 and self.stop.wait(delay):
                     return
             media = rel + self._media_offset
             self._last_media, self._last_wall = media, wall
+            self.stats.media_s = media
             # The decoder's frame travels on; colour conversion happens only if someone looks.
             yield Frame(self.camera.id, self.stats.sampled, round(media, 6), wall, vf)
             self.stats.sampled += 1
