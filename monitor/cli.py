@@ -18,10 +18,12 @@ from monitor.commands import (
     DEMO_SECONDS,
     DEMO_SEED,
     cmd_alerts,
+    cmd_ask,
     cmd_bench,
     cmd_check_config,
     cmd_eval_log,
     cmd_models,
+    cmd_review,
     cmd_run,
     cmd_sample,
     cmd_tail,
@@ -94,6 +96,13 @@ OPTIONAL_MODULES = {
     **dict.fromkeys(("bitsandbytes", "accelerate"), "qlora"),
     "skimage": "bench",
 }
+
+
+def _add_site_options(parser: argparse.ArgumentParser) -> None:
+    """Where a daemon's log and captures are (review, ask): its config, or each folder."""
+    parser.add_argument("--log-dir", type=Path, help="the daemon's log dir (default: log.dir, ./monitor-logs)")
+    parser.add_argument("--captures", type=Path, help="the capture folders (default: captures.dir)")
+    parser.add_argument("--config", type=Path, help="the daemon's YAML config (log, captures, zone, describer, review)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -179,6 +188,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--count", type=positive_int, metavar="N", help="exit after N alerts")
     a.set_defaults(func=cmd_alerts)
+
+    v = sub.add_parser(
+        "review",
+        help="the review page: the change log and captures in a browser, corrections",
+        description="A web page over LOG_DIR and the captures: the timeline (filters, full-text search), each "
+        "event's before and after frames with its regions, corrections written to the capture's captions.txt. "
+        "Loopback only unless a token is given (--token-file or MONITOR_REVIEW__TOKEN).",
+    )
+    _add_site_options(v)
+    v.add_argument("--bind", help="host:port (default: review.bind, 127.0.0.1:8765)")
+    v.add_argument("--token-file", type=Path, help="file holding the access token (review.token_file)")
+    v.set_defaults(func=cmd_review)
+
+    k = sub.add_parser(
+        "ask",
+        help="ask the VLM a question about one event, from its captured frames",
+        description="Answer QUESTION about EVENT_ID (its before and after frames, from its capture folder) with "
+        "the VLM describer of --config, or --model.",
+    )
+    k.add_argument("event_id", metavar="EVENT_ID")
+    k.add_argument("question", metavar="QUESTION")
+    _add_site_options(k)
+    k.add_argument("--model", metavar="DIR", help="VLM checkpoint directory or cached repo id (describer.model)")
+    k.add_argument("--adapter", metavar="DIR", help="LoRA adapter directory (describer.adapter)")
+    k.set_defaults(func=cmd_ask)
 
     e = sub.add_parser(
         "eval-log",

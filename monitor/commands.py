@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from monitor.errors import MonitorError
+from monitor.errors import ConfigError, MonitorError
 
 if TYPE_CHECKING:  # the settings load only when a command needs them (a fast --help)
     from monitor.config import MonitorSettings
@@ -209,6 +209,71 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             warnings += 1
     note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
     print(f"{args.file}: OK ({len(settings.cameras)} camera(s){note})")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from monitor.config import load_settings
+    from monitor.review.ask import Asker, find_event
+
+    settings = load_settings(args.config)
+    describer = settings.describer
+    if args.model or args.adapter:
+        update = {"kind": "vlm", **({"model": args.model} if args.model else {}), "adapter": args.adapter}
+        describer = describer.model_copy(update=update)
+    record = find_event(args.log_dir or settings.log.dir, args.event_id)
+    print(Asker(describer, args.captures or settings.captures.dir).ask(record, args.question))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """`monitor review`: the settings of --config (log dir, captures, zone, review.*), the flags
+    over them, a token wherever the page is reachable beyond this machine."""
+    import ipaddress
+
+    import uvicorn
+
+    from monitor.config import ReviewConfig, load_settings
+    from monitor.review.app import ReviewApp, ReviewSite
+
+    settings = load_settings(args.config)
+    review = settings.review
+    if args.bind is not None or args.token_file is not None:
+        update = {k: v for k, v in (("bind", args.bind), ("token_file", args.token_file)) if v is not None}
+        review = ReviewConfig.model_validate({**review.model_dump(exclude_none=True), **update})
+    token = review.token.get_secret_value() if review.token is not None else None
+    if token is None and review.token_file is not None:
+        try:
+            token = review.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise ConfigError(f"review.token_file: cannot read {review.token_file}: {why}") from None
+    host, port = review.bind.rsplit(":", 1)
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not token and not loopback:
+        raise ConfigError(
+            f"review.bind: {review.bind} is reachable beyond this machine: it needs a token "
+            "(--token-file or MONITOR_REVIEW__TOKEN)"
+        )
+    log_dir = args.log_dir or settings.log.dir
+    if not (log_dir / "changes.jsonl").is_file():
+        raise MonitorError(f"no change log at {log_dir / 'changes.jsonl'} (is --log-dir right?)")
+    captures = args.captures or (settings.captures.dir if settings.captures.dir.is_dir() else None)
+    if captures is not None and not captures.is_dir():
+        raise MonitorError(f"--captures: no such folder: {captures}")
+    asker = None
+    if settings.describer.kind == "vlm":  # refused at start as the daemon would refuse it
+        from monitor.review.ask import Asker
+
+        asker = Asker(settings.describer, captures)
+    site = ReviewSite(log_dir, captures, settings.log.zone(), token or None, asker is not None)
+    app = ReviewApp(site, asker=asker)
+    print(f"monitor: review page at http://{review.bind}/ (Ctrl-C stops it)", file=sys.stderr)
+    uvicorn.run(app.app, host=host, port=int(port), access_log=False, log_level="warning")  # no URLs, no tokens logged
     return 0
 
 

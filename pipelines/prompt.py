@@ -57,7 +57,8 @@ def gap_words(seconds: float) -> str:
 
 def _instruction(pair: PairInput) -> list[Piece]:
     regions = pair.regions_text.strip().rstrip(".")
-    text = f"{regions}. {INSTRUCTION}" if regions else INSTRUCTION
+    ask = " ".join(pair.question.split()) if pair.question else INSTRUCTION
+    text = f"{regions}. {ask}" if regions else ask
     return [Piece("\n"), Piece(text, "query"), Piece("\nASSISTANT:")]
 
 

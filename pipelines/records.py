@@ -36,6 +36,7 @@ class PairInput:
     after: FrameInput
     regions_text: str = ""  # where the gate saw the change, in words: "the change is at the lower left"
     history: tuple[FrameInput, ...] = ()  # older frames, oldest first (compressed mode only)
+    question: str | None = None  # asked in place of the change instruction (`monitor ask`)
 
     @property
     def frames(self) -> tuple[FrameInput, ...]:

@@ -18,6 +18,7 @@ from monitor.config.sections import (
     Point,
     Polygon,
     RedisConfig,
+    ReviewConfig,
     Strict,
     Zone,
 )
@@ -26,6 +27,6 @@ from monitor.config.yaml_source import read_yaml
 
 __all__ = [
     "AlertRule", "CameraConfig", "CapturesConfig", "DescriberConfig", "DetectorConfig", "GateConfig", "HttpConfig",
-    "JobsConfig", "LogConfig", "MonitorSettings", "Point", "Polygon", "RedisConfig", "Strict", "Zone",
+    "JobsConfig", "LogConfig", "MonitorSettings", "Point", "Polygon", "RedisConfig", "ReviewConfig", "Strict", "Zone",
     "format_errors", "load_settings", "read_yaml",
 ]  # fmt: skip

@@ -176,18 +176,32 @@ class DescriberConfig(Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="names what changed")
 
 
+def _port_in_range(value: str | None) -> str | None:
+    if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+        raise ValueError(f"port out of range 1-65535 (got {value!r})")
+    return value
+
+
 class HttpConfig(Strict):
     bind: str | None = Field(
         "127.0.0.1:9108", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$",
         description="host:port of /healthz and /metrics; null = off",
     )  # fmt: skip
 
-    @field_validator("bind")
-    @classmethod
-    def _port_in_range(cls, value: str | None) -> str | None:
-        if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
-            raise ValueError(f"port out of range 1-65535 (got {value!r})")
-        return value
+    _port = field_validator("bind")(_port_in_range)
+
+
+class ReviewConfig(Strict):
+    """`monitor review`, the web page over the log and the captures."""
+
+    bind: str = Field(
+        "127.0.0.1:8765", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$",
+        description="host:port; anything but loopback requires a token",
+    )  # fmt: skip
+    token: SecretStr | None = Field(None, description="access token, e.g. from MONITOR_REVIEW__TOKEN; never printed")
+    token_file: Path | None = Field(None, description="file holding the access token")
+
+    _port = field_validator("bind")(_port_in_range)
 
 
 class LogConfig(Strict):

@@ -18,6 +18,7 @@ from monitor.config.sections import (
     JobsConfig,
     LogConfig,
     RedisConfig,
+    ReviewConfig,
 )
 from monitor.config.yaml_source import YamlSource
 
@@ -36,6 +37,7 @@ class MonitorSettings(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     captures: CapturesConfig = Field(default_factory=CapturesConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @model_validator(mode="wrap")
     @classmethod
