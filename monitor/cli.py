@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--demo", action="store_true", help="run on the built-in synthetic sample scene")
     r.add_argument("--quiet", action="store_true", help="do not echo the change log to stdout")
     r.add_argument("--redis", metavar="URL", help="also deliver events to Redis streams (sets redis.url)")
+    r.add_argument("--mqtt", metavar="URL", help="also publish events to an MQTT broker (sets mqtt.url)")
     r.add_argument("--describer", choices=["embedded", "vlm"], help="sets describer.kind (--model alone means vlm)")
     r.add_argument("--model", metavar="DIR", help="VLM checkpoint directory or cached repo id (describer.model)")
     r.add_argument("--mode", choices=["compressed", "pair"], help="VLM mode (describer.mode, default compressed)")

@@ -98,6 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["cameras"] = [cam]
     if args.redis:
         overrides["redis"] = {"url": args.redis}
+    if args.mqtt:
+        overrides["mqtt"] = {"url": args.mqtt}
     describer = {"kind": args.describer, "model": args.model, "mode": args.mode, "adapter": args.adapter}
     if any(v is not None for v in describer.values()):
         describer["kind"] = describer["kind"] or ("vlm" if args.model else None)  # --model alone means vlm

@@ -303,3 +303,28 @@ def test_ask_about_an_event_on_the_command_line_and_the_page(site, tiny_llava: P
         assert answer and answer[1].strip() and "no answer" not in answer[1], page[-800:]
     finally:
         review.stop()
+
+
+def test_no_capture_folder_outside_the_captures_dir(tmp_path) -> None:
+    """An event's folder is found only inside the captures dir: not through a symlink that
+    leads out of it, nor through ids, cameras or days that are not what the daemon writes."""
+    from monitor.review.corrections import capture_folder, frame_file
+
+    root, outside = tmp_path / "captures", tmp_path / "elsewhere"
+    (outside / "2026-12-01" / "cam-00000000000000ab").mkdir(parents=True)
+    (outside / "2026-12-01" / "cam-00000000000000ab" / "before.jpg").write_bytes(b"secret")
+    root.mkdir()
+    (root / "cam").symlink_to(outside)  # a camera folder that leads out
+    record = {"camera": "cam", "t_after": "2026-12-01T08:00:00.000Z", "event_id": "cam-00000000000000ab"}
+    assert capture_folder(root, record) is None
+    inside = root / "lot" / "2026-12-01" / "lot-00000000000000cd"
+    inside.mkdir(parents=True)
+    (inside / "after.jpg").write_bytes(b"jpeg")
+    (inside / "before.jpg").symlink_to(outside / "2026-12-01" / "cam-00000000000000ab" / "before.jpg")
+    good = {"camera": "lot", "t_after": "2026-12-01T08:00:00.000Z", "event_id": "lot-00000000000000cd"}
+    folder = capture_folder(root, good)
+    assert folder == inside.resolve() and frame_file(folder, "after.jpg") == inside.resolve() / "after.jpg"
+    assert frame_file(folder, "before.jpg") is None  # a frame that is a symlink out
+    assert frame_file(folder, "../../x.jpg") is None and frame_file(folder, "event.json") is None
+    for bad in ({"event_id": "../../etc"}, {"camera": ".."}, {"t_after": "../../../x"}, {"camera": "/etc"}):
+        assert capture_folder(root, {**good, **bad}) is None, bad

@@ -15,6 +15,7 @@ from monitor.config.sections import (
     HttpConfig,
     JobsConfig,
     LogConfig,
+    MqttConfig,
     Point,
     Polygon,
     RedisConfig,
@@ -27,6 +28,7 @@ from monitor.config.yaml_source import read_yaml
 
 __all__ = [
     "AlertRule", "CameraConfig", "CapturesConfig", "DescriberConfig", "DetectorConfig", "GateConfig", "HttpConfig",
-    "JobsConfig", "LogConfig", "MonitorSettings", "Point", "Polygon", "RedisConfig", "ReviewConfig", "Strict", "Zone",
+    "JobsConfig", "LogConfig", "MonitorSettings", "MqttConfig", "Point", "Polygon", "RedisConfig", "ReviewConfig",
+    "Strict", "Zone",
     "format_errors", "load_settings", "read_yaml",
 ]  # fmt: skip

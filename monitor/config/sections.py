@@ -7,6 +7,7 @@ import re
 from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -277,6 +278,42 @@ class RedisConfig(Strict):
     spool_dir: Path | None = Field(None, description="on-disk spool; default <log.dir>/spool")
     spool_max_bytes: int = Field(100_000_000, ge=4096, description="spool size bound; oldest dropped beyond")
     connect_timeout_s: float = Field(5.0, gt=0, description="connect/socket timeout")
+    backoff_max_s: float = Field(30.0, gt=0, description="reconnect backoff cap")
+
+
+def mqtt_url_problem(url: str) -> str | None:
+    """Why `url` is no broker address (password masked), or None."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        return f"{exc} (got {mask_url(url)!r})"
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        return f"need mqtt://[user:pass@]host[:port] or mqtts://... (got {mask_url(url)!r})"
+    if port == 0:
+        return f"port 0 (got {mask_url(url)!r})"
+    return None
+
+
+class MqttConfig(Strict):
+    """MQTT output (paho-mqtt, QoS 1), delivered from the same spool as Redis, with its own position."""
+
+    url: str | None = Field(None, description="mqtt:// or mqtts:// URL (user:password@ allowed); unset = no MQTT")
+
+    @field_validator("url")
+    @classmethod
+    def _usable(cls, value: str | None) -> str | None:
+        problem = mqtt_url_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    password_file: Path | None = Field(None, description="file holding the password (systemd credential)")
+    password: SecretStr | None = Field(None, description="password, e.g. from MONITOR_MQTT__PASSWORD; never printed")
+    ca_file: Path | None = Field(None, description="mqtts: the CA certificate that signed the broker's")
+    client_id: str = Field("surveillance-monitor", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="MQTT client id")
+    prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", description="topic prefix")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
     backoff_max_s: float = Field(30.0, gt=0, description="reconnect backoff cap")
 
 

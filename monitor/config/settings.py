@@ -17,6 +17,7 @@ from monitor.config.sections import (
     HttpConfig,
     JobsConfig,
     LogConfig,
+    MqttConfig,
     RedisConfig,
     ReviewConfig,
 )
@@ -33,6 +34,7 @@ class MonitorSettings(BaseSettings):
     describer: DescriberConfig = Field(default_factory=DescriberConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     alerts: list[AlertRule] = Field(default_factory=list)
     http: HttpConfig = Field(default_factory=HttpConfig)
     captures: CapturesConfig = Field(default_factory=CapturesConfig)

@@ -198,7 +198,6 @@ def daemon_jobs(settings: MonitorSettings, writer: EventWriter, stats: StatsJob)
     if writer.captures is not None:
         retention = RetentionJob(settings.captures, writer.captures.lock)
         jobs.add("capture-retention", retention, settings.jobs.retention_interval_s)
-    redis = writer.redis
-    if redis is not None and redis.spool is not None:
-        jobs.add("spool-maintenance", SpoolJob(redis.spool), settings.jobs.spool_interval_s)
+    if writer.spool is not None:
+        jobs.add("spool-maintenance", SpoolJob(writer.spool), settings.jobs.spool_interval_s)
     return jobs

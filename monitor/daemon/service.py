@@ -105,7 +105,7 @@ class Monitor:
         oldest = self._candidates.oldest_detected()
         writer = self.writer
         last, by_camera = dict(writer.last_event), dict(writer.by_camera)
-        redis, captures = writer.redis, writer.captures
+        spool, captures = writer.spool, writer.captures
         return MonitorSnapshot(
             stopping=self.stop_event.is_set(),
             uptime_s=self.uptime(),
@@ -113,7 +113,7 @@ class Monitor:
             events_written=writer.written,
             queue_depth=sum(queues.values()),
             describe_lag_s=round(time.time() - oldest, 3) if oldest is not None else 0.0,
-            redis_spool_depth=len(redis.spool) if redis is not None and redis.spool is not None else 0,
+            redis_spool_depth=len(spool) if spool is not None else 0,
             captures_saved=captures.saved if captures is not None else 0,
             threads=threading.active_count(),
             last_event=max(last.values(), default=None),

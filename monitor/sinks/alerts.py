@@ -26,8 +26,12 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 
+import structlog
+
 from monitor.config import AlertRule, CameraConfig
 from monitor.records import ChangeEvent, RegionOut
+
+log = structlog.get_logger(__name__)
 
 Point = tuple[float, float]
 _EPS = 1e-9
@@ -197,3 +201,14 @@ class AlertRules:
         """Forget the cooldown state (e.g. before replaying a log)."""
         with self._lock:
             self._last_fired.clear()
+
+
+def alerts_for(rules: AlertRules | None, event: ChangeEvent) -> list[str]:
+    """The rules `event` hits; a rule that fails is logged and hits nothing (the event goes on)."""
+    if rules is None:
+        return []
+    try:
+        return list(rules.match(event))
+    except Exception:  # a rule bug must not stop the event itself
+        log.exception("alert_rules_failed", event_id=event.event_id)
+        return []

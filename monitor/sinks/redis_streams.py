@@ -32,6 +32,7 @@ from monitor.backoff import backoff_delay, backoff_policy
 from monitor.config import MonitorSettings, RedisConfig
 from monitor.errors import ConfigError, mask_secrets, mask_url
 from monitor.records import ChangeEvent
+from monitor.sinks.alerts import alerts_for
 from monitor.sinks.spool import Spool, SpoolRecord
 
 log = structlog.get_logger(__name__)
@@ -125,13 +126,6 @@ class RedisSink:
         self._abort = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @classmethod
-    def from_settings(cls, settings: MonitorSettings, alerts=None) -> RedisSink:
-        cfg = settings.redis
-        read_password(cfg)  # config errors before the spool is opened
-        spool = Spool(default_spool_dir(settings), cfg.spool_max_bytes)
-        return cls(cfg, spool, alerts)
-
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> dict[str, int]:
         """Probe Redis (one log line either way), start delivering; returns the last delivered
@@ -175,7 +169,7 @@ class RedisSink:
     def write_many(self, events: list[ChangeEvent]) -> None:
         if not events:
             return
-        items = [(e, self._alerts_for(e)) for e in events]
+        items = [(e, alerts_for(self.alerts, e)) for e in events]
         if self.spool is None:
             self._send(items)
             return
@@ -183,15 +177,6 @@ class RedisSink:
 
     def write(self, event: ChangeEvent) -> None:
         self.write_many([event])
-
-    def _alerts_for(self, event: ChangeEvent) -> list[str]:
-        if self.alerts is None:
-            return []
-        try:
-            return list(self.alerts.match(event))
-        except Exception:  # a rule bug must not stop the event itself
-            log.exception("alert_rules_failed", event=event.event_id)
-            return []
 
     # -- delivery ------------------------------------------------------------------------
     def _send(self, items: list[tuple[ChangeEvent, list[str] | tuple[str, ...]]]) -> None:

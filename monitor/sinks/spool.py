@@ -1,4 +1,5 @@
-"""Write-ahead spool for the Redis output: events wait on disk until Redis has them.
+"""Write-ahead spool for the networked outputs (Redis, MQTT): events wait on disk until each
+output has them. Every output reads it through its own cursor, with its own committed position.
 
 How it works (kept deliberately simple):
 
@@ -9,11 +10,13 @@ How it works (kept deliberately simple):
   A segment is closed once it passes `segment_bytes` and a new one is started (every start of
   the daemon also starts a new segment, so a line torn by a crash is never appended to).
 * `committed` (a small file, replaced atomically: write tmp, fsync, rename) holds the number of
-  the last record that is *done*: delivered to Redis, or dropped because the spool was full.
-  The delivery thread advances it after Redis acknowledged a batch. A crash between the two
-  re-sends that batch on the next start; Redis' idempotency script drops the copies.
-* Segments whose records are all done are deleted (that is the compaction), so the spool
-  holds roughly the undelivered records plus at most one partly-done segment.
+  the last record that is *done* for Redis: delivered, or dropped because the spool was full;
+  `committed-<cursor>` the same for each other output (`mqtt`). Each delivery thread advances
+  its own after its output acknowledged a batch. A crash between the two re-sends that batch on
+  the next start; Redis' idempotency script drops the copies, MQTT consumers dedupe by event_id.
+  A cursor new to a spool starts where the others are (it does not replay their past).
+* Segments whose records are done for every cursor are deleted (that is the compaction), so
+  the spool holds roughly the undelivered records plus at most one partly-done segment.
 * Bound: when the undelivered records exceed `max_bytes`, the OLDEST are dropped (marked done
   without being delivered), counted in `dropped` and reported by one log line per drop.
 * Undelivered records are also kept in memory (at most `max_bytes` of them), so delivery never
@@ -28,6 +31,7 @@ import json
 import os
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +43,7 @@ from monitor.records import ChangeEvent
 log = structlog.get_logger(__name__)
 
 COMMITTED_NAME = "committed"
+REDIS = "redis"  # the first cursor: its position is `committed` (the spool's format before cursors)
 _SEG_PREFIX = "seg-"
 _SEG_SUFFIX = ".jsonl"
 
@@ -69,7 +74,9 @@ def fsync_dir(path: Path) -> None:
 
 
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int | None = None):
+    def __init__(
+        self, directory: Path, max_bytes: int, segment_bytes: int | None = None, cursors: Sequence[str] = (REDIS,)
+    ):
         self.dir = Path(directory)
         self.max_bytes = max_bytes
         # Small enough that deleting done segments keeps the disk near the bound.
@@ -88,7 +95,9 @@ class Spool:
         self._lock = threading.Condition()
         self._pending: deque[SpoolRecord] = deque()
         self._pending_bytes = 0
-        self._done = self._read_committed()  # last done record number
+        found = {c: self._read_committed(c) for c in cursors}  # last done record number, per cursor
+        known = [n for n in found.values() if n is not None]
+        self._done = {c: (n if n is not None else max(known, default=0)) for c, n in found.items()}
         self._segments: list[tuple[int, Path]] = []  # (first n, path), oldest first
         self._file = None
         self._file_bytes = 0
@@ -97,18 +106,28 @@ class Spool:
         self.memory_only = 0  # records the disk refused since it last took one: in memory only
         self._commit_refused = False
         self._load()
-        self._next_n = max(self._done, self._last_n_on_disk) + 1
+        self._next_n = max(max(self._done.values()), self._last_n_on_disk) + 1
         self._drop_over_bound()
 
     # -- opening -------------------------------------------------------------------------
-    def _read_committed(self) -> int:
+    def _committed_path(self, cursor: str) -> Path:
+        return self.dir / (COMMITTED_NAME if cursor == REDIS else f"{COMMITTED_NAME}-{cursor}")
+
+    def _read_committed(self, cursor: str) -> int | None:
+        """The cursor's position; None when it never had one here."""
+        path = self._committed_path(cursor)
         try:
-            return int((self.dir / COMMITTED_NAME).read_text().strip() or 0)
+            return int(path.read_text().strip() or 0)
         except FileNotFoundError:
-            return 0
+            return None
         except (OSError, ValueError) as exc:
-            log.warning("spool_committed_unreadable", path=str(self.dir / COMMITTED_NAME), error=str(exc))
+            log.warning("spool_committed_unreadable", path=str(path), error=str(exc))
             return 0
+
+    @property
+    def _floor(self) -> int:
+        """The last record done for every cursor."""
+        return min(self._done.values())
 
     def _load(self) -> None:
         self._last_n_on_disk = 0
@@ -134,10 +153,10 @@ class Spool:
                         continue
                     last_in_seg = max(last_in_seg, n)
                     self._last_n_on_disk = max(self._last_n_on_disk, n)
-                    if n > self._done:
+                    if n > self._floor:
                         self._pending.append(SpoolRecord(n, event, alerts, len(raw)))
                         self._pending_bytes += len(raw)
-            if last_in_seg <= self._done:
+            if last_in_seg <= self._floor:
                 self._unlink(path)
             else:
                 self._segments.append((first, path))
@@ -233,35 +252,48 @@ class Spool:
                 last_event=last_dropped.event.event_id,
                 max_bytes=self.max_bytes,
             )
-            self._commit_locked(last_dropped.n)
+            for cursor in self._done:
+                if self._done[cursor] < last_dropped.n:
+                    self._commit_locked(cursor, last_dropped.n)
 
     # -- delivery side -------------------------------------------------------------------
-    def peek(self, limit: int, timeout: float | None = None) -> list[SpoolRecord]:
-        """The oldest undelivered records (up to `limit`), waiting up to `timeout` for one."""
-        with self._lock:
-            if not self._pending and timeout:
-                self._lock.wait(timeout)
-            return [self._pending[i] for i in range(min(limit, len(self._pending)))]
+    def _first_for(self, cursor: str) -> int:
+        """Index in `_pending` of the cursor's first undelivered record (n runs without gaps)."""
+        return max(0, self._done[cursor] + 1 - self._pending[0].n) if self._pending else 0
 
-    def commit(self, through_n: int) -> None:
-        """Records up to `through_n` were delivered: forget them, persist the offset."""
+    def peek(self, limit: int, timeout: float | None = None, cursor: str = REDIS) -> list[SpoolRecord]:
+        """The cursor's oldest undelivered records (up to `limit`), waiting up to `timeout` for one."""
         with self._lock:
-            while self._pending and self._pending[0].n <= through_n:
-                rec = self._pending.popleft()
-                self._pending_bytes -= rec.size
-            if through_n > self._done:
-                self._commit_locked(through_n)
+            if self._first_for(cursor) >= len(self._pending) and timeout:
+                self._lock.wait(timeout)
+            first = self._first_for(cursor)
+            return [self._pending[i] for i in range(first, min(first + limit, len(self._pending)))]
+
+    def commit(self, through_n: int, cursor: str = REDIS) -> None:
+        """The cursor's records up to `through_n` were delivered: persist its position; what
+        every cursor is done with is forgotten."""
+        with self._lock:
+            if through_n > self._done[cursor]:
+                self._commit_locked(cursor, through_n)
             self._lock.notify_all()
 
-    def _commit_locked(self, through_n: int) -> None:
-        self._done = max(self._done, through_n)
-        tmp = self.dir / (COMMITTED_NAME + ".tmp")
+    def pending_for(self, cursor: str) -> int:
+        with self._lock:
+            return len(self._pending) - self._first_for(cursor)
+
+    def _commit_locked(self, cursor: str, through_n: int) -> None:
+        self._done[cursor] = max(self._done[cursor], through_n)
+        while self._pending and self._pending[0].n <= self._floor:
+            rec = self._pending.popleft()
+            self._pending_bytes -= rec.size
+        path = self._committed_path(cursor)
+        tmp = path.with_name(path.name + ".tmp")
         try:
             with tmp.open("w") as fh:
-                fh.write(f"{self._done}\n")
+                fh.write(f"{self._done[cursor]}\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.dir / COMMITTED_NAME)
+            os.replace(tmp, path)
             self._commit_refused = False
         except OSError as exc:  # a full disk: delivery goes on; a restart re-sends, Redis dedupes
             if not self._commit_refused:
@@ -270,7 +302,7 @@ class Spool:
             return
         # Compaction: a closed segment whose records are all done is deleted. A segment ends
         # where the next begins, so "all done" means the next segment starts at or below done+1.
-        while len(self._segments) > 1 and self._segments[1][0] <= self._done + 1:
+        while len(self._segments) > 1 and self._segments[1][0] <= self._floor + 1:
             self._unlink(self._segments.pop(0)[1])
         if len(self._segments) == 1 and not self._pending and self._file is None:
             self._unlink(self._segments.pop(0)[1])
@@ -307,6 +339,7 @@ class Spool:
             return out
 
     def close(self) -> None:
+        """Idempotent: the writer closes the spool its outputs share after them."""
         with self._lock:
             if self._file is not None:
                 self._file.close()

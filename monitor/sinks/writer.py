@@ -1,6 +1,7 @@
-"""The write path: every event the orderer releases goes to the Redis spool (durable first, when
-Redis is configured), then the log files, and, for change events with `captures.enabled`, to a
-capture folder (written by the capture sink's own thread, off this path)."""
+"""The write path: every event the orderer releases goes to the write-ahead spool (durable first,
+when Redis or MQTT is configured; each of them delivers from it through its own cursor), then the
+log files, and, for change events with `captures.enabled`, to a capture folder (written by the
+capture sink's own thread, off this path)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,23 @@ class EventWriter:
     def __init__(self, settings: MonitorSettings, echo: TextIO | None = None):
         self.settings = settings
         self.sink = LogFileSink(settings.log, echo=echo)
-        self.redis = None
-        if settings.redis.url:
+        self.redis = self.mqtt = self.spool = None
+        if settings.redis.url or settings.mqtt.url:
             from monitor.sinks.alerts import AlertRules
-            from monitor.sinks.redis_streams import RedisSink
+            from monitor.sinks.mqtt import CURSOR, MqttSink, read_mqtt_password
+            from monitor.sinks.redis_streams import RedisSink, default_spool_dir, read_password
+            from monitor.sinks.spool import REDIS, Spool
 
-            self.redis = RedisSink.from_settings(settings, AlertRules(settings.alerts, settings.cameras))
+            read_password(settings.redis)  # config errors before the spool is opened
+            read_mqtt_password(settings.mqtt)
+            cursors = [c for c, url in ((REDIS, settings.redis.url), (CURSOR, settings.mqtt.url)) if url]
+            self.spool = Spool(default_spool_dir(settings), settings.redis.spool_max_bytes, cursors=cursors)
+            rules = AlertRules(settings.alerts, settings.cameras)
+            self.rules = rules
+            if settings.redis.url:
+                self.redis = RedisSink(settings.redis, self.spool, rules)
+            if settings.mqtt.url:
+                self.mqtt = MqttSink(settings.mqtt, self.spool)
         self.captures = CaptureSink(settings.captures) if settings.captures.enabled else None
         self._frames: dict[str, ChangeCandidate] = {}  # event_id -> candidate, until written
         self.last_event: dict[str, str] = {}  # camera -> t_after of its last event (/healthz)
@@ -48,9 +60,12 @@ class EventWriter:
         logged = last_logged(self.settings.log.dir)
         self.logged_until = {cam: at for cam, (_, at) in logged.items()}
         sources = [{cam: seq for cam, (seq, _) in logged.items()}]
+        if self.spool is not None:
+            sources.append(self.spool.last_seqs())
         if self.redis is not None:
-            sources.append(self.redis.spool.last_seqs() if self.redis.spool is not None else {})
             sources.append(self.redis.start())  # {} when Redis is unreachable now
+        if self.mqtt is not None:
+            self.mqtt.start()
         if self.captures is not None:
             self.captures.start()
         merged: dict[str, int] = {}
@@ -66,8 +81,10 @@ class EventWriter:
     def write(self, events: list[ChangeEvent]) -> None:
         if not events:
             return
-        if self.redis is not None:
-            self.redis.write_many(events)  # into the durable spool first, then the log files
+        if self.spool is not None:  # into the durable spool first, then the log files
+            from monitor.sinks.alerts import alerts_for
+
+            self.spool.append([(e, alerts_for(self.rules, e)) for e in events])
         for event in events:
             self.sink.write(event)
             self.last_event[event.camera] = event.t_after
@@ -91,8 +108,12 @@ class EventWriter:
     def close(self) -> None:
         try:
             self.sink.close()
+            if self.mqtt is not None:
+                self.mqtt.close()
             if self.redis is not None:
                 self.redis.close()
+            if self.spool is not None:
+                self.spool.close()
         finally:
             if self.captures is not None:
                 self.captures.close()

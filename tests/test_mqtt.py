@@ -1,0 +1,207 @@
+"""MQTT output against Debian's real `mosquitto`, started here on a free loopback port: events
+and state on their topics, the availability and its Last Will, a broker restarted mid-run with
+every event still arriving in each camera's order, a wrong password said in one line without
+the secret; and the spool's cursors, which let Redis and MQTT deliver from one spool."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+from support import assert_no_traceback, make_event, monitor_env, need_video
+
+from monitor.bench.local_redis import free_port
+from monitor.scene.cases import write_busy_road
+from monitor.sinks.spool import REDIS, Spool
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path, password: tuple[str, str] | None = None):
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        assert Path(binary).exists(), "Debian's mosquitto is needed (.ci/run installs it)"
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {workdir}/",
+                 "autosave_interval 1", f"log_dest file {workdir}/mosquitto.log"]  # fmt: skip
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to user mosquitto, who cannot write the test's folder
+        if password:
+            pw = workdir / "passwords"
+            subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), *password], check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines += ["allow_anonymous true"]
+        (workdir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Mosquitto:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.workdir / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            try:
+                probe.connect("127.0.0.1", self.port)
+                probe.disconnect()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        log = self.workdir / "mosquitto.log"
+        raise AssertionError(f"mosquitto did not start: {log.read_text()[-800:] if log.exists() else ''}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Subscriber:
+    """Every message under `monitor/#`, with a persistent session (QoS 1): what is published
+    while it reconnects after a broker restart is kept for it by the broker."""
+
+    def __init__(self, port: int, user: str | None = None, password: str | None = None):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-subscriber-{port}", clean_session=False
+        )  # fmt: skip
+        if user:
+            self.client.username_pw_set(user, password)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe("monitor/#", qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(5), "the test subscriber did not subscribe"
+
+    def _on_message(self, _client, _userdata, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def events(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith("/event")]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_every_event_arrives_in_order_across_a_broker_restart(tmp_path: Path) -> None:
+    frames = tmp_path / "road"
+    write_busy_road(frames)
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = Subscriber(broker.port)
+    try:
+        config = tmp_path / "monitor.yaml"
+        cameras = [
+            {"id": "road", "source": str(frames), "image_fps": 6, "realtime": True},
+            {"id": "room", "source": str(need_video("one-by-one-person-detection.mp4"))},
+        ]
+        config.write_text(yaml.safe_dump({"cameras": cameras, "log": {"dir": str(tmp_path / "logs")}}))
+        url = f"mqtt://127.0.0.1:{broker.port}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "--config", str(config), "--quiet", "--mqtt", url],
+            env=monitor_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not [e for e in sub.events() if e["camera"] == "road"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sub.events(), "no event reached the broker"
+        broker.stop()  # mid-run: the road camera keeps changing while the broker is away
+        time.sleep(3)
+        broker.start()
+        _, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == 0, stderr
+        time.sleep(1)
+    finally:
+        sub.close()
+        broker.stop()
+    assert_no_traceback(subprocess.CompletedProcess([], 0, "", stderr))
+    assert len([line for line in stderr.splitlines() if "mqtt_unavailable" in line]) == 1, stderr
+    logged = [json.loads(line) for line in (tmp_path / "logs" / "changes.jsonl").read_text().splitlines()]
+    seen: dict[str, dict] = {}
+    for event in sub.events():  # at least once: dedupe by event_id, keep the first arrival
+        seen.setdefault(event["event_id"], event)
+    for camera in ("road", "room"):
+        got = [e["seq"] for e in seen.values() if e["camera"] == camera]
+        want = [e["seq"] for e in logged if e["camera"] == camera]
+        assert got == want and want, (camera, got, want)  # every one, in its camera's order
+    assert list(seen.values())[0] == next(e for e in logged if e["event_id"] == list(seen)[0])  # the log's JSON
+    retained = {t: p for t, p, r in sub.messages if r}
+    states = [(t, json.loads(p)) for t, p, _ in sub.messages if t.endswith("/state")]
+    assert states and all(s["state"] == "online" and s["last"] and s["t"] for _, s in states)
+    availability = [p.decode() for t, p, _ in sub.messages if t == "monitor/availability"]
+    assert availability[0] == "online" and availability[-1] == "offline", availability
+    assert retained.get("monitor/availability") == b"offline" or availability[-1] == "offline"
+
+
+def test_a_wrong_password_is_one_line_and_no_secret(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker", password=("monitor", "right-Pass-77")).start()
+    try:
+        wrong = f"mqtt://monitor:wrong-Pass-99@127.0.0.1:{broker.port}"
+        video = need_video("car-detection.mp4")
+        proc = subprocess.run(
+            [sys.executable, "-m", "monitor", "run", "--source", video, "--log-dir", tmp_path / "logs", "--quiet",
+             "--mqtt", wrong],
+            env=monitor_env(), capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr  # the log files are written whatever the broker says
+        refused = [line for line in proc.stderr.splitlines() if "mqtt_refused" in line]
+        assert len(refused) == 1 and "wrong-Pass-99" not in proc.stderr + proc.stdout, proc.stderr
+        assert (tmp_path / "logs" / "changes.jsonl").read_text().count("\n") == 3
+        # the right password from the environment: the spooled events go out first
+        env = {"MONITOR_MQTT__PASSWORD": "right-Pass-77"}
+        sub = Subscriber(broker.port, "monitor", "right-Pass-77")
+        try:
+            url = f"mqtt://monitor@127.0.0.1:{broker.port}"
+            again = subprocess.run(
+                [sys.executable, "-m", "monitor", "run", "--source", video, "--log-dir", tmp_path / "logs", "--quiet",
+                 "--mqtt", url, "--clock", "run"],
+                env=monitor_env(env), capture_output=True, text=True, timeout=90,
+            )  # fmt: skip
+            assert again.returncode == 0 and "right-Pass-77" not in again.stderr, again.stderr
+            time.sleep(0.5)
+            assert [e["seq"] for e in sub.events()] == [1, 2, 3, 4, 5, 6]
+        finally:
+            sub.close()
+    finally:
+        broker.stop()
+
+
+def test_spool_cursors_deliver_one_spool_to_two_outputs(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s", 10**6, segment_bytes=4096, cursors=(REDIS, "mqtt"))
+    spool.append([(make_event(camera="a", seq=s), ()) for s in range(1, 41)])
+    assert len(spool.peek(100)) == len(spool.peek(100, cursor="mqtt")) == 40
+    spool.commit(40)  # Redis has them all; MQTT none
+    assert spool.pending_for(REDIS) == 0 and spool.pending_for("mqtt") == 40 and len(spool) == 40
+    first = spool.peek(10, cursor="mqtt")
+    assert [r.event.seq for r in first] == list(range(1, 11))
+    spool.commit(first[-1].n, cursor="mqtt")
+    spool.close()
+    again = Spool(tmp_path / "s", 10**6, segment_bytes=4096, cursors=(REDIS, "mqtt"))  # positions survive
+    assert again.peek(100) == [] and [r.event.seq for r in again.peek(100, cursor="mqtt")][:1] == [11]
+    again.commit(again.peek(100, cursor="mqtt")[-1].n, cursor="mqtt")
+    assert len(again) == 0
+    again.close()
+    assert not list((tmp_path / "s").glob("seg-*")), "done for both: compacted away"
+    # a cursor new to a spool starts where the others are, not at the beginning
+    late = Spool(tmp_path / "s", 10**6, cursors=(REDIS, "mqtt", "late"))
+    late.append([(make_event(camera="a", seq=41), ())])
+    assert [r.event.seq for r in late.peek(10, cursor="late")] == [41]
+    late.close()
