@@ -243,13 +243,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.bind is not None or args.token_file is not None:
         update = {k: v for k, v in (("bind", args.bind), ("token_file", args.token_file)) if v is not None}
         review = ReviewConfig.model_validate({**review.model_dump(exclude_none=True), **update})
-    token = review.token.get_secret_value() if review.token is not None else None
-    if token is None and review.token_file is not None:
-        try:
-            token = review.token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or str(exc)
-            raise ConfigError(f"review.token_file: cannot read {review.token_file}: {why}") from None
+    from monitor.config.secrets import read_secret
+
+    token = read_secret(review.token, review.token_file, "review.token_file")
     host, port = review.bind.rsplit(":", 1)
     host = host.strip("[]") or "0.0.0.0"
     try:

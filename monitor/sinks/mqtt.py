@@ -23,6 +23,7 @@ import structlog
 
 from monitor.backoff import backoff_delay, backoff_policy
 from monitor.config import MqttConfig
+from monitor.config.secrets import read_secret
 from monitor.errors import ConfigError, mask_url
 from monitor.records import ChangeEvent
 from monitor.sinks.spool import Spool, SpoolRecord
@@ -35,15 +36,7 @@ BATCH = 100
 
 
 def read_mqtt_password(cfg: MqttConfig) -> str | None:
-    if cfg.password is not None:
-        return cfg.password.get_secret_value() or None
-    if cfg.password_file is None:
-        return None
-    try:
-        return cfg.password_file.read_text(encoding="utf-8").strip() or None
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {why}") from None
+    return read_secret(cfg.password, cfg.password_file, "mqtt.password_file")
 
 
 class MqttSink:

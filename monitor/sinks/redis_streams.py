@@ -30,6 +30,7 @@ from redis.retry import Retry
 
 from monitor.backoff import backoff_delay, backoff_policy
 from monitor.config import MonitorSettings, RedisConfig
+from monitor.config.secrets import read_secret
 from monitor.errors import ConfigError, mask_secrets, mask_url
 from monitor.records import ChangeEvent
 from monitor.sinks.alerts import alerts_for
@@ -67,15 +68,7 @@ _ERRORS = (redis.RedisError, OSError)
 def read_password(cfg: RedisConfig) -> str | None:
     """The password from `redis.password` (the environment) or `redis.password_file`; a password
     inside the URL wins over both."""
-    if cfg.password is not None:
-        return cfg.password.get_secret_value() or None
-    if cfg.password_file is None:
-        return None
-    try:
-        return cfg.password_file.read_text(encoding="utf-8").strip() or None
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"redis.password_file: cannot read {cfg.password_file}: {why}") from None
+    return read_secret(cfg.password, cfg.password_file, "redis.password_file")
 
 
 def event_fields(event: ChangeEvent) -> list[str]:
