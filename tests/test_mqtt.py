@@ -205,3 +205,114 @@ def test_spool_cursors_deliver_one_spool_to_two_outputs(tmp_path: Path) -> None:
     late.append([(make_event(camera="a", seq=41), ())])
     assert [r.event.seq for r in late.peek(10, cursor="late")] == [41]
     late.close()
+
+
+# Home Assistant's documented MQTT options (home-assistant.io, integrations event.mqtt,
+# sensor.mqtt, binary_sensor.mqtt): a discovery payload may use only these, and must have the
+# required ones.
+HA_COMMON = {
+    "availability", "availability_mode", "availability_template", "availability_topic", "device", "device_class",
+    "enabled_by_default", "encoding", "entity_category", "icon", "json_attributes_template", "json_attributes_topic",
+    "name", "object_id", "payload_available", "payload_not_available", "qos", "unique_id", "value_template",
+}  # fmt: skip
+HA_OPTIONS = {
+    "event": (HA_COMMON | {"event_types", "state_topic"}, {"event_types", "state_topic"}),
+    "sensor": (HA_COMMON | {"expire_after", "force_update", "last_reset_value_template", "state_class", "state_topic",
+                            "unit_of_measurement", "suggested_display_precision"}, {"state_topic"}),
+    "binary_sensor": (HA_COMMON | {"expire_after", "force_update", "off_delay", "payload_off", "payload_on",
+                                   "state_topic"}, {"state_topic"}),
+}  # fmt: skip
+HA_DEVICE = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model", "name",
+             "suggested_area", "sw_version", "via_device"}  # fmt: skip
+
+
+def retained(port: int, pattern: str, wait_s: float = 1.5) -> dict[str, bytes]:
+    """The retained messages a fresh subscriber gets on `pattern`."""
+    got: dict[str, bytes] = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_connect = lambda c, *_: c.subscribe(pattern, qos=1)
+    client.on_message = lambda _c, _u, m: got.__setitem__(m.topic, m.payload) if m.retain else None
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    time.sleep(wait_s)
+    client.loop_stop()
+    client.disconnect()
+    return got
+
+
+def test_home_assistant_discovery_is_retained_valid_and_cleared_on_removal(tmp_path: Path) -> None:
+    from jinja2 import Environment
+
+    broker = Mosquitto(tmp_path / "broker").start()
+    room = str(need_video("one-by-one-person-detection.mp4"))
+    config = tmp_path / "monitor.yaml"
+
+    def write(cameras: list[str]) -> None:
+        cams = [{"id": c, "source": room, "realtime": True} for c in cameras]
+        config.write_text(yaml.safe_dump({"cameras": cams, "log": {"dir": str(tmp_path / "logs")},
+                                          "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}"}}))  # fmt: skip
+
+    write(["gate", "yard"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(config), "--quiet"],
+        env=monitor_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        configs: dict[str, bytes] = {}
+        while len(configs) < 6 and time.monotonic() < deadline:
+            configs = retained(broker.port, "homeassistant/#", 0.5)
+        assert len(configs) == 6, sorted(configs)
+        env = Environment()
+        event = make_event(camera="gate", text="a person arrived in the centre")
+        event_json = json.loads(event.model_dump_json())
+        state = {"state": "online", "last": event.text, "t": event.t_after, "regions": event_json["regions"],
+                 "labels": ["person"]}  # fmt: skip
+        unique = set()
+        for topic, raw in configs.items():
+            prefix, component, node, object_id, last = topic.split("/")
+            assert (prefix, node, last) == (
+                "homeassistant",
+                "surveillance-monitor",
+                "config",
+            ) and component in HA_OPTIONS
+            payload = json.loads(raw)
+            allowed, required = HA_OPTIONS[component]
+            assert required <= set(payload) <= allowed, (topic, set(payload) - allowed)
+            assert set(payload["device"]) <= HA_DEVICE and payload["device"]["identifiers"]
+            assert payload["availability_topic"] == "monitor/availability"
+            unique.add(payload["unique_id"])
+            camera = (
+                object_id.rsplit("_", 1)[0] if component != "binary_sensor" else object_id[: -len("_binary_sensor")]
+            )
+            assert payload["state_topic"].startswith(f"monitor/{camera}/")
+            # the templates, rendered by Jinja2 as Home Assistant does, on what is published
+            value = event_json if component == "event" else state
+            rendered = env.from_string(payload["value_template"]).render(value_json=value)
+            if component == "event":
+                assert json.loads(rendered)["event_type"] in payload["event_types"] == ["change", "camera_offline",
+                                                                                        "camera_online"]  # fmt: skip
+            elif component == "sensor":
+                assert rendered == event.text
+                attrs = json.loads(env.from_string(payload["json_attributes_template"]).render(value_json=state))
+                assert attrs["labels"] == ["person"] and attrs["time"] == event.t_after
+            else:
+                assert rendered == payload["payload_on"] == "online" and payload["device_class"] == "connectivity"
+        assert len(unique) == 6
+        # a reload that removes a camera clears its entities (empty retained configs)
+        write(["gate"])
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            left = retained(broker.port, "homeassistant/#", 0.5)
+            if len(left) == 3:
+                break
+        assert sorted(left) == sorted(t for t in configs if "/gate_" in t), sorted(left)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 0, stderr
+        assert retained(broker.port, "monitor/availability", 0.5) == {"monitor/availability": b"offline"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        broker.stop()

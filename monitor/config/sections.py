@@ -314,6 +314,9 @@ class MqttConfig(Strict):
     client_id: str = Field("surveillance-monitor", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="MQTT client id")
     prefix: str = Field("monitor", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", description="topic prefix")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
+    discovery_prefix: str | None = Field(
+        "homeassistant", pattern=r"^[A-Za-z0-9_.-]+$", description="Home Assistant discovery topics; null = none"
+    )
     backoff_max_s: float = Field(30.0, gt=0, description="reconnect backoff cap")
 
 

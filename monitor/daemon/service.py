@@ -317,6 +317,8 @@ class Monitor:
         for run in fresh:
             if run.thread is None:
                 self._start_reader(run)
+        if self.writer.mqtt is not None:  # Home Assistant learns the cameras added and removed
+            self.writer.mqtt.set_cameras([run.camera.id for run in fresh])
         log.info(
             "config_reloaded",
             added=",".join(added) or "-",

@@ -26,6 +26,7 @@ from monitor.config import MqttConfig
 from monitor.config.secrets import read_secret
 from monitor.errors import ConfigError, mask_url
 from monitor.records import ChangeEvent
+from monitor.sinks import ha_discovery
 from monitor.sinks.spool import Spool, SpoolRecord
 
 log = structlog.get_logger(__name__)
@@ -43,7 +44,7 @@ class MqttSink:
     """`start()`, then the delivery thread follows the spool; `close()` delivers what it can,
     says `offline` and disconnects."""
 
-    def __init__(self, cfg: MqttConfig, spool: Spool):
+    def __init__(self, cfg: MqttConfig, spool: Spool, cameras: list[str] | tuple[str, ...] = ()):
         assert cfg.url
         self.cfg = cfg
         self.spool = spool
@@ -67,6 +68,7 @@ class MqttSink:
         client.on_disconnect = self._on_disconnect
         self.client = client
         self.connected = threading.Event()
+        self.cameras = list(cameras)  # announced to Home Assistant (mqtt.discovery_prefix)
         self.delivered = 0
         self._refused: str | None = None  # the broker's last refusal (bad password), said once
         self._down_since: float | None = None
@@ -82,6 +84,7 @@ class MqttSink:
             return
         self._refused = None
         client.publish(f"{self.topic}/availability", "online", qos=1, retain=True)
+        self._announce(self.cameras)
         if self._down_since is not None:
             log.info("mqtt_recovered", url=self.url, down_s=round(time.monotonic() - self._down_since, 1))
             self._down_since = None
@@ -97,6 +100,24 @@ class MqttSink:
                 "mqtt_unavailable", url=self.url, reason=str(reason_code),
                 note="events wait in the spool; reconnecting",
             )  # fmt: skip
+
+    def _announce(self, cameras: list[str]) -> None:
+        if self.cfg.discovery_prefix:
+            for camera in cameras:
+                for topic, payload in ha_discovery.discovery(self.cfg, camera).items():
+                    self.client.publish(topic, ha_discovery.encode(payload), qos=1, retain=True)
+
+    def set_cameras(self, cameras: list[str]) -> None:
+        """A reload changed the cameras: the new ones are announced, the removed ones' entities
+        cleared from Home Assistant (an empty retained config)."""
+        gone = [c for c in self.cameras if c not in cameras]
+        new = [c for c in cameras if c not in self.cameras]
+        self.cameras = list(cameras)
+        if self.cfg.discovery_prefix:
+            for camera in gone:
+                for topic in ha_discovery.removal(self.cfg, camera):
+                    self.client.publish(topic, "", qos=1, retain=True)
+        self._announce(new)
 
     def start(self) -> None:
         try:
@@ -172,4 +193,6 @@ class MqttSink:
 
 def _state(event: ChangeEvent) -> str:
     state = "offline" if event.kind == "camera_offline" else "online"
-    return json.dumps({"state": state, "last": event.text, "t": event.t_after})
+    regions = [r.model_dump() for r in event.regions]
+    labels = sorted({r.label for r in event.regions if r.label})
+    return json.dumps({"state": state, "last": event.text, "t": event.t_after, "regions": regions, "labels": labels})

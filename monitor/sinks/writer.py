@@ -42,7 +42,7 @@ class EventWriter:
             if settings.redis.url:
                 self.redis = RedisSink(settings.redis, self.spool, rules)
             if settings.mqtt.url:
-                self.mqtt = MqttSink(settings.mqtt, self.spool)
+                self.mqtt = MqttSink(settings.mqtt, self.spool, [c.id for c in settings.cameras])
         self.captures = CaptureSink(settings.captures) if settings.captures.enabled else None
         self._frames: dict[str, ChangeCandidate] = {}  # event_id -> candidate, until written
         self.last_event: dict[str, str] = {}  # camera -> t_after of its last event (/healthz)
