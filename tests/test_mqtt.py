@@ -25,7 +25,7 @@ from monitor.sinks.spool import REDIS, Spool
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, password: tuple[str, str] | None = None):
+    def __init__(self, workdir: Path, password: tuple[str, str] | None = None, tls: Path | None = None):
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(binary).exists(), "Debian's mosquitto is needed (.ci/run installs it)"
         self.binary, self.workdir, self.port = binary, workdir, free_port()
@@ -34,6 +34,8 @@ class Mosquitto:
                  "autosave_interval 1", f"log_dest file {workdir}/mosquitto.log"]  # fmt: skip
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to user mosquitto, who cannot write the test's folder
+        if tls is not None:  # a folder with ca.crt, server.crt, server.key
+            lines += [f"cafile {tls}/ca.crt", f"certfile {tls}/server.crt", f"keyfile {tls}/server.key"]
         if password:
             pw = workdir / "passwords"
             subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), *password], check=True, capture_output=True)
@@ -42,6 +44,7 @@ class Mosquitto:
             lines += ["allow_anonymous true"]
         (workdir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
+        self.tls = tls
 
     def start(self) -> Mosquitto:
         self.proc = subprocess.Popen(
@@ -52,6 +55,8 @@ class Mosquitto:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            if self.tls is not None:
+                probe.tls_set(ca_certs=str(self.tls / "ca.crt"))
             try:
                 probe.connect("127.0.0.1", self.port)
                 probe.disconnect()
@@ -315,4 +320,61 @@ def test_home_assistant_discovery_is_retained_valid_and_cleared_on_removal(tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
+        broker.stop()
+
+
+def throwaway_ca(folder: Path) -> Path:
+    """A CA and a server certificate for 127.0.0.1 made here with openssl, valid for a day."""
+    folder.mkdir(parents=True)
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=monitor-test-ca")  # fmt: skip
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
+    for name in ("server.key", "ca.crt", "server.crt"):
+        (folder / name).chmod(0o644)  # mosquitto reads them
+    return folder
+
+
+def test_tls_with_a_password_delivers_and_a_wrong_password_is_one_line(tmp_path: Path) -> None:
+    """mqtts:// with a throwaway CA (`mqtt.ca_file`) and a password: the events arrive; the
+    wrong password: one line, no secret printed, the log files still written."""
+    tls = throwaway_ca(tmp_path / "tls")
+    broker = Mosquitto(tmp_path / "broker", password=("cam", "Tls-Secret-31"), tls=tls).start()
+    video = need_video("car-detection.mp4")
+    got: list[dict] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.username_pw_set("cam", "Tls-Secret-31")
+    sub.tls_set(ca_certs=str(tls / "ca.crt"))
+    subscribed = threading.Event()
+    sub.on_connect = lambda c, *_: c.subscribe("monitor/+/event", qos=1)
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(5)
+        config = tmp_path / "monitor.yaml"
+        config.write_text(yaml.safe_dump({"mqtt": {"ca_file": str(tls / "ca.crt")}}))
+        for password, logs in (("wrong-Tls-66", tmp_path / "wrong"), ("Tls-Secret-31", tmp_path / "right")):
+            url = f"mqtts://cam:{password}@127.0.0.1:{broker.port}"
+            proc = subprocess.run(
+                [sys.executable, "-m", "monitor", "run", "--config", str(config), "--source", str(video),
+                 "--log-dir", str(logs), "--quiet", "--mqtt", url],
+                env=monitor_env(), capture_output=True, text=True, timeout=90,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert password not in proc.stderr + proc.stdout
+            assert (logs / "changes.jsonl").read_text().count("\n") == 3
+            if password.startswith("wrong"):
+                assert len([line for line in proc.stderr.splitlines() if "mqtt_refused" in line]) == 1, proc.stderr
+        time.sleep(0.5)
+        assert [e["seq"] for e in got] == [1, 2, 3] and {e["camera"] for e in got} == {"car-detection"}
+    finally:
+        sub.loop_stop()
         broker.stop()
