@@ -177,7 +177,8 @@ def test_the_page_in_a_browser(site, browser, tmp_path) -> None:
         # export: the same code as finetune prepare
         browser.get(review.url + "/")
         browser.find_element(By.CSS_SELECTOR, "form.export button").click()
-        assert browser.find_element(By.ID, "exported").text == "Exported 1 corrected pair"
+        exported = WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "exported"))  # a subprocess runs
+        assert exported[0].text == "Exported 1 corrected pair"
 
         # live: a new event appears without a reload, within 2 s; a sentence is text, never markup
         browser.get(review.url + "/")
@@ -186,7 +187,8 @@ def test_the_page_in_a_browser(site, browser, tmp_path) -> None:
         with (site["logs"] / "changes.jsonl").open("a") as fh:
             fh.write(hostile.model_dump_json() + "\n")
         written = time.monotonic()
-        WebDriverWait(browser, 5, poll_frequency=0.1).until(lambda b: len(rows(b)) == len(events) + 1)
+        count = "return document.querySelectorAll('#events tbody tr').length"  # one round trip, not one per cell
+        WebDriverWait(browser, 5, poll_frequency=0.05).until(lambda b: b.execute_script(count) == len(events) + 1)
         assert time.monotonic() - written <= 2.0
         assert rows(browser)[0]["text"] == hostile.text and browser.title != "owned"
         browser.get(review.url + "/")  # and as the server renders it
