@@ -231,6 +231,12 @@ def overlap(a: Region | Detection | Sighting, b: Region | Detection | Sighting) 
     return inter / min(area_a, area_b), inter / (area_a + area_b - inter)
 
 
+def unix_time(iso: str) -> float:
+    """The inverse of `iso_utc`: UNIX seconds of an ISO-8601 time (`Z` or an offset). ValueError
+    when it is none."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def iso_utc(unix_time: float) -> str:
     """ISO-8601 UTC with milliseconds: 2026-11-25T08:14:03.120Z."""
     dt = datetime.fromtimestamp(unix_time, tz=UTC)

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from support import REPO, assert_no_traceback, free_port, monitor_env, need_vide
 
 from monitor.config import load_settings
 from monitor.daemon.service import Monitor, RunResult
+from monitor.records import unix_time
 from monitor.sources.reconnect import ReconnectWait
 
 CLIP = "one-by-one-person-detection.mp4"  # 10 fps; a person walks in at 6.1 s, stays until 20 s
@@ -38,10 +38,6 @@ def _gstreamer_installed() -> None:
     # Not a skip: .ci/run installs GStreamer's RTSP server, so its absence is a failure.
     missing = RtspServer.available()
     assert missing is None, missing
-
-
-def unix(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str) -> object:
@@ -153,11 +149,11 @@ def test_server_killed_and_restarted(tmp_path: Path, server: RtspServer) -> None
     assert "change" in kinds[:off] and "change" in kinds[off + 2 :], kinds
     offline = events[off]
     # Declared offline about offline_after_s after the last frame, not long after.
-    assert 1.4 <= unix(offline["t_after"]) - unix(offline["t_before"]) <= 4.0, offline
-    assert unix(offline["t_before"]) <= killed_at + 0.5
+    assert 1.4 <= unix_time(offline["t_after"]) - unix_time(offline["t_before"]) <= 4.0, offline
+    assert unix_time(offline["t_before"]) <= killed_at + 0.5
     # The first frame after the restart came within 5 s of the server listening again.
-    assert unix(online["t_after"]) - back_at < 5.0, (online, back_at)
-    outage = unix(online["t_after"]) - unix(online["t_before"])
+    assert unix_time(online["t_after"]) - back_at < 5.0, (online, back_at)
+    outage = unix_time(online["t_after"]) - unix_time(online["t_before"])
     assert online["outage_s"] == pytest.approx(outage, abs=0.2)
     assert online["text"] == f"camera back online after {online['outage_s']:.0f} s"
     assert outage > 1.5

@@ -30,7 +30,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from monitor.bench.output import report
 from monitor.bench.rtsp_server import RtspServer
 from monitor.config import GateConfig
 from monitor.errors import MonitorError
+from monitor.records import unix_time
 
 DEFAULT_VIDEO = "one-by-one-person-detection.mp4"  # H.264 768x432, 10 fps, 1 s GOP
 GOAL_CAMERAS, GOAL_EXTRA_S, GOAL_RSS_MB = 16, 1.0, 300.0
@@ -68,10 +68,6 @@ def memory(pid: int) -> tuple[float, int]:
             elif line.startswith("Threads:"):
                 threads = int(line.split()[1])
     return rss, threads
-
-
-def unix(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -229,7 +225,7 @@ def _latencies(seen: list[tuple[float, dict]], t_from: float, t_to: float) -> li
     for arrived, event in seen:
         if event.get("kind") != "change":
             continue
-        t_after = unix(event["t_after"])
+        t_after = unix_time(event["t_after"])
         if t_from <= t_after <= t_to:
             out.append(arrived - t_after)
     return out
@@ -256,10 +252,10 @@ def _report(cameras, video, warmup, settle, window, loop_seconds, warm, end, sam
     redis_lat = _latencies(redis_tail.seen, warm["t"], end["t"])
     # Python threads, from the daemon's own stats records (every 10 s) after the warm-up
     py_threads = [rec["threads"] for t, rec in redis_tail.stats if warm["t"] <= t <= end["t"]]
-    events = [e for t, e in logged if e.get("kind") == "change" and warm["t"] <= unix(e["t_after"]) <= end["t"]]
+    events = [e for t, e in logged if e.get("kind") == "change" and warm["t"] <= unix_time(e["t_after"]) <= end["t"]]
     third = span / 3
-    first = sum(1 for e in events if unix(e["t_after"]) < warm["t"] + third)
-    final = sum(1 for e in events if unix(e["t_after"]) >= end["t"] - third)
+    first = sum(1 for e in events if unix_time(e["t_after"]) < warm["t"] + third)
+    final = sum(1 for e in events if unix_time(e["t_after"]) >= end["t"] - third)
     from_change = _stats(log_lat, settle)
     up = sum(1 for c in health["cameras"].values() if c["state"] == "up")
     result = {

@@ -194,7 +194,7 @@ class Monitor:
                 self._emit(self.orderer.pop_ready())
                 self._lifecycle()
                 if self._progress is not None:
-                    self._progress(self.snapshot())
+                    self._progress(self.snapshot)
         finally:
             if self._progress is not None:
                 self._progress.done()

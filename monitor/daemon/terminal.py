@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TextIO
 
@@ -85,7 +86,7 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """`progress(snapshot)` from the daemon's loop: how far the files are read, how fast, how
+    """`progress(monitor.snapshot)` from the daemon's loop: how far the files are read, how fast, how
     many events, on the terminal's progress line (at most twice a second)."""
 
     def __init__(self, terminal: Terminal = TERMINAL, every_s: float = 0.5):
@@ -93,10 +94,13 @@ class Progress:
         self.every_s = every_s
         self._last = float("-inf")
 
-    def __call__(self, snap: MonitorSnapshot) -> None:
-        if snap.uptime_s - self._last < self.every_s:
+    def __call__(self, snapshot: Callable[[], MonitorSnapshot]) -> None:
+        """`snapshot` is taken only when the line is due (the loop calls this every pass)."""
+        now = time.monotonic()
+        if now - self._last < self.every_s:
             return
-        self._last = snap.uptime_s
+        self._last = now
+        snap = snapshot()
         files = [c for c in snap.cameras if c.length_s]
         read = sum(min(c.media_s, c.length_s or 0.0) for c in files)
         total = sum(c.length_s or 0.0 for c in files)

@@ -78,15 +78,14 @@ class OnnxDetector:
             import onnx.utils
         except ImportError:
             return
-        outs = {o.name: [d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()}
-        sizes = [n for n, s in outs.items() if len(s) == 4 and s[-1] == 4]
-        maps = [n for n, s in outs.items() if len(s) == 4 and s[-1] == self.num_classes]
-        if not sizes or not maps or self.nchw:  # the heads decoder reads (1, H, W, C)
+        heads = self._heads(self._output_shapes())
+        if heads is None or self.nchw:  # the heads decoder reads (1, H, W, C)
             return
+        heatmap_name, sizes_name = heads
         try:
             model = onnx.load(str(self.cfg.model))
             # Only the network up to its heads: in-graph decoding reshapes to the 512x512 grid.
-            model = onnx.utils.Extractor(model).extract_model([self.input_name], [maps[0], sizes[0]])
+            model = onnx.utils.Extractor(model).extract_model([self.input_name], [heatmap_name, sizes_name])
             for value, names in (
                 (model.graph.input[0], ("in_h", "in_w")),
                 *((o, ("out_h", "out_w")) for o in model.graph.output),
@@ -101,7 +100,7 @@ class OnnxDetector:
             quiet.log_severity_level = 4
             session = ort.InferenceSession(model.SerializeToString(), quiet, providers=["CPUExecutionProvider"])
             probe = np.zeros((1, 64, 96, 3), np.float32)
-            heatmap, box_sizes = session.run([maps[0], sizes[0]], {self.input_name: probe})
+            heatmap, box_sizes = session.run([heatmap_name, sizes_name], {self.input_name: probe})
         except Exception as exc:  # noqa: BLE001 - a graph with fixed reshapes fails in onnxruntime's own types
             log.info(
                 "detector_whole_frames_only", reason=str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
@@ -109,17 +108,26 @@ class OnnxDetector:
             return
         if heatmap.shape[1:3] != box_sizes.shape[1:3] or heatmap.shape[2] * 64 != heatmap.shape[1] * 96:
             return
-        self.session, self.layout, self.outputs, self.any_size = session, "centernet-heads", [maps[0], sizes[0]], True
+        self.session, self.layout, self.outputs, self.any_size = session, "centernet-heads", list(heads), True
+
+    def _output_shapes(self) -> dict[str, list[int]]:
+        return {o.name: [d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()}
+
+    @staticmethod
+    def _heads(outs: dict[str, list[int]]) -> tuple[str, str] | None:
+        """(class heatmap, box sizes) among the outputs: (1, H, W, C) and (1, H, W, 4)."""
+        sizes = [n for n, s in outs.items() if len(s) == 4 and s[-1] == 4]
+        maps = [n for n, s in outs.items() if len(s) == 4 and s[-1] not in (4, -1)]
+        return (maps[0], sizes[0]) if sizes and maps else None
 
     def _layout(self) -> tuple[str, list[str]]:
-        outs = {o.name: [d if isinstance(d, int) else -1 for d in o.shape] for o in self.session.get_outputs()}
+        outs = self._output_shapes()
         six = [n for n, s in outs.items() if len(s) == 3 and s[-1] == 6 and "detection" in n]
         if six:
             return "centernet", six[:1]
-        four = [n for n, s in outs.items() if len(s) == 4 and s[-1] == 4]
-        maps = [n for n, s in outs.items() if len(s) == 4 and s[-1] not in (4, -1)]
-        if four and maps:
-            return "centernet-heads", [maps[0], four[0]]
+        heads = self._heads(outs)
+        if heads is not None:
+            return "centernet-heads", list(heads)
         if len(outs) == 1:
             ((name, shape),) = outs.items()
             if len(shape) == 3 and max(shape[1], shape[2]) > 4:

@@ -136,11 +136,12 @@ class RegionFinder:
                 self.left_at[box] = now
         self._pair_moves(comps, kinds, before, after)
         H, W = changed.shape
-        found = [*zip(comps, kinds), *((c, "left_behind") for c in left), *((c, "disappeared") for c, _ in taken)]
-        stood.update({len(comps) + len(left) + j: s for j, (_, s) in enumerate(taken)})
+        # (component, verdict, seconds a taken thing stood); tracks index the components, which come first
+        found = [(c, k, stood.get(i)) for i, (c, k) in enumerate(zip(comps, kinds))]
+        found += [(c, "left_behind", None) for c in left] + [(c, "disappeared", s) for c, s in taken]
         return [
-            Region(x / W, y / H, w / W, h / H, kind, round(area, 5), track=followed.get(i), stood_s=stood.get(i))  # type: ignore[arg-type]
-            for i, (((x, y, w, h), _, area), kind) in enumerate(found)
+            Region(x / W, y / H, w / W, h / H, kind, round(area, 5), track=followed.get(i), stood_s=s)  # type: ignore[arg-type]
+            for i, (((x, y, w, h), _, area), kind, s) in enumerate(found)
         ]
 
     def _taken(self, comps, kinds: list[str], after, background, now: float) -> tuple[dict[int, float], list]:

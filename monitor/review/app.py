@@ -41,6 +41,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from monitor.errors import MonitorError
+from monitor.records import unix_time
 from monitor.review.corrections import EVENT_ID, capture_folder, frame_file, read_correction, write_correction
 from monitor.review.index import EventIndex, IndexedEvent, Query, index_path
 
@@ -136,7 +137,7 @@ class ReviewApp:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         show = _clock(site.zone)
         self.templates.env.globals["clock"] = show
-        self.templates.env.globals["clock_iso"] = lambda iso: show(_parse_time(iso.replace("Z", "+00:00"), None) or 0)
+        self.templates.env.globals["clock_iso"] = lambda iso: show(unix_time(iso))
         self.templates.env.globals["verdict"] = lambda change: VERDICTS.get(change, change)
         self.templates.env.filters["one_line"] = lambda s: "; ".join((s or "").splitlines())
         self.templates.env.filters["urlencode_page"] = lambda params, page: urlencode({**params, "page": page})
@@ -195,12 +196,12 @@ class ReviewApp:
             page=page,
         )  # fmt: skip
         events, total = self.index.search(q)
-        newest = self.index.newer_than(0, limit=1)
+        counts = self.index.counts()
         return self._page(
             request, "timeline.html", events=events, total=total, query=q, params=dict(p), kinds=KINDS,
-            counts=self.index.counts(), per_hour=self.index.per_hour(q.camera),
+            counts=counts, per_hour=self.index.per_hour(q.camera),
             pages=max(1, -(-total // q.per_page)), live_after=max((e.n for e in events), default=0),
-            indexed=bool(newest),
+            indexed=bool(counts),
         )  # fmt: skip
 
     async def event(self, request: Request, answer: tuple[str, str] | None = None) -> Response:

@@ -12,6 +12,7 @@ import cv2
 
 from monitor.config import DescriberConfig
 from monitor.errors import MonitorError
+from monitor.records import unix_time
 from monitor.review.corrections import capture_folder, frame_file
 from monitor.sinks.logfiles import JSONL_NAME
 from pipelines.phrases import facts_text
@@ -72,16 +73,10 @@ class Asker:
             image = cv2.imread(str(path)) if path is not None else None
             if image is None:
                 raise MonitorError(f"ask: event {record.get('event_id')} has no {name} frame in its capture")
-            frames.append(FrameInput(image[..., ::-1].copy(), _unix(record[stamp])))
+            frames.append(FrameInput(image[..., ::-1].copy(), unix_time(record[stamp])))
         regions = [RegionOut.model_validate(r) for r in record.get("regions") or []]
         facts = facts_text(regions, bool(record.get("transient")), record.get("settled", True))
         pair = PairInput(frames[0], frames[1], facts, question=question)
         with self._lock:
             (answer,) = self._model().caption([pair], max_new_tokens=self.settings.max_new_tokens)
         return answer
-
-
-def _unix(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

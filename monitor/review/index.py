@@ -12,11 +12,11 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import structlog
 
+from monitor.records import unix_time
 from monitor.sinks.logfiles import JSONL_NAME
 
 log = structlog.get_logger(__name__)
@@ -64,9 +64,9 @@ class Query:
     page: int = 1
     per_page: int = 50
 
-
-def _unix(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    @property
+    def filtered(self) -> bool:
+        return bool(self.camera or self.kind or self.text or self.since is not None or self.until is not None)
 
 
 def fts_query(words: str) -> str:
@@ -148,7 +148,7 @@ class EventIndex:
                 offset += len(raw)
                 try:
                     rec = json.loads(raw)
-                    values = (rec["event_id"], rec["camera"], int(rec["seq"]), rec["kind"], _unix(rec["t_after"]))
+                    values = (rec["event_id"], rec["camera"], int(rec["seq"]), rec["kind"], unix_time(rec["t_after"]))
                     values += (rec["text"], json.dumps(rec))
                 except (ValueError, KeyError, TypeError):
                     continue  # not an event line

@@ -24,12 +24,11 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from datetime import datetime
 
 import structlog
 
 from monitor.config import AlertRule, CameraConfig
-from monitor.records import ChangeEvent, RegionOut
+from monitor.records import ChangeEvent, RegionOut, unix_time
 
 log = structlog.get_logger(__name__)
 
@@ -112,7 +111,7 @@ def box_intersects_polygon(x: float, y: float, w: float, h: float, poly: Sequenc
 # -- rules ----------------------------------------------------------------------------------
 def _parse_time(iso: str) -> float | None:
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        return unix_time(iso)
     except (ValueError, AttributeError):
         return None
 

@@ -8,7 +8,6 @@ import logging
 import logging.handlers
 import os
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -16,7 +15,7 @@ import structlog
 
 from monitor.config import LogConfig
 from monitor.errors import MonitorError
-from monitor.records import ChangeEvent
+from monitor.records import ChangeEvent, unix_time
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +134,7 @@ def last_logged(log_dir: Path) -> dict[str, tuple[int, float]]:
         for m in _LAST_RE.finditer(data):
             cam, seq = m.group(1).decode(), int(m.group(2))
             try:
-                at = datetime.fromisoformat(m.group(3).decode().replace("Z", "+00:00")).timestamp()
+                at = unix_time(m.group(3).decode())
             except ValueError:
                 continue
             old_seq, old_at = out.get(cam, (0, float("-inf")))

@@ -11,6 +11,7 @@ import structlog
 
 from monitor.config import MonitorSettings
 from monitor.records import ChangeCandidate, ChangeEvent
+from monitor.sinks.alerts import AlertRules, alerts_for
 from monitor.sinks.captures import CaptureSink
 from monitor.sinks.logfiles import LogFileSink, last_logged
 
@@ -28,7 +29,6 @@ class EventWriter:
         self.sink = LogFileSink(settings.log, echo=echo)
         self.redis = self.mqtt = self.spool = None
         if settings.redis.url or settings.mqtt.url:
-            from monitor.sinks.alerts import AlertRules
             from monitor.sinks.mqtt import CURSOR, MqttSink, read_mqtt_password
             from monitor.sinks.redis_streams import RedisSink, default_spool_dir, read_password
             from monitor.sinks.spool import REDIS, Spool
@@ -37,10 +37,9 @@ class EventWriter:
             read_mqtt_password(settings.mqtt)
             cursors = [c for c, url in ((REDIS, settings.redis.url), (CURSOR, settings.mqtt.url)) if url]
             self.spool = Spool(default_spool_dir(settings), settings.redis.spool_max_bytes, cursors=cursors)
-            rules = AlertRules(settings.alerts, settings.cameras)
-            self.rules = rules
+            self.rules = AlertRules(settings.alerts, settings.cameras)
             if settings.redis.url:
-                self.redis = RedisSink(settings.redis, self.spool, rules)
+                self.redis = RedisSink(settings.redis, self.spool, self.rules)
             if settings.mqtt.url:
                 self.mqtt = MqttSink(settings.mqtt, self.spool, [c.id for c in settings.cameras])
         self.captures = CaptureSink(settings.captures) if settings.captures.enabled else None
@@ -82,8 +81,6 @@ class EventWriter:
         if not events:
             return
         if self.spool is not None:  # into the durable spool first, then the log files
-            from monitor.sinks.alerts import alerts_for
-
             self.spool.append([(e, alerts_for(self.rules, e)) for e in events])
         for event in events:
             self.sink.write(event)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import av
@@ -21,7 +20,7 @@ import structlog
 
 from monitor.config import CameraConfig
 from monitor.errors import SourceError, mask_secrets, mask_url
-from monitor.records import Frame
+from monitor.records import Frame, unix_time
 from monitor.sources.sampler import Sampler
 
 log = structlog.get_logger(__name__)
@@ -39,7 +38,7 @@ def recorded_start(container: av.container.InputContainer, path: str) -> float |
     for meta in (container.metadata, container.streams.video[0].metadata):
         raw = meta.get("creation_time")
         try:
-            t = datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp() if raw else None
+            t = unix_time(raw) if raw else None
         except ValueError:
             t = None
         if t is not None and t >= _PLACEHOLDER_BEFORE:
@@ -152,14 +151,21 @@ class VideoSource:
         recorded` when it was recorded, else now or `not_before` (quietly opened and closed;
         SourceError)."""
         if self.network or self.camera.clock != "recorded":
-            return max(time.time(), self.not_before or 0.0)
+            return self._origin_of(None, time.time())
         self._open()
         try:
-            start = recorded_start(self._container, self.camera.source)
+            return self._origin_of(self._container, time.time())
         finally:
             self.close()
             self.opens -= 1
-        return time.time() if start is None else start
+
+    def _origin_of(self, container, now: float) -> float:
+        """The wall time of media time 0: when a file was recorded (`clock: recorded`, when it
+        says), else `now` (the run's start), and with `clock: run` never before `not_before`."""
+        if not self.network and self.camera.clock == "recorded":
+            start = recorded_start(container, self.camera.source) if container is not None else None
+            return now if start is None else start
+        return max(now, self.not_before or 0.0)
 
     def open(self) -> None:
         self._open()
@@ -219,11 +225,9 @@ class VideoSource:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # one core per camera scales best across many cameras
         sampler = Sampler(1.0 / self.camera.sample_fps, float(stream.average_rate or stream.guessed_rate or 25))
-        self._origin = max(sampler.start_wall, self.not_before or 0.0)  # wall time of media time 0
+        self._origin = self._origin_of(container, sampler.start_wall)
         if not self.network:
             self.stats.length_s = (container.duration or 0) / 1e6 or None
-        if not self.network and self.camera.clock == "recorded":
-            self._origin = recorded_start(container, self.camera.source) or sampler.start_wall
         # Files: learn the keyframe interval from the packet index up front (no decoding), so
         # keyframes-only decoding starts at the first frame. Streams learn it as they go.
         key_gaps = [] if self.network else self._probe_keyframe_gaps()
