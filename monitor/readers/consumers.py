@@ -18,7 +18,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TextIO
 
 import redis
@@ -170,13 +170,15 @@ def tail_redis(
     try:
         if not follow and not client.exists(key):
             raise MonitorError(f"no stream {key} at {mask_url(url)} (is --prefix right?)")
-        newest = client.xrevrange(key, count=1)
-        last_id = newest[0][0] if newest else "0-0"
-        for _entry_id, fields in _last_entries(client, key, lines, keep) if newest else []:
-            _emit(out, format_event(fields, as_json))
-        if not follow:
-            return 0
-        with _stop_on_signals() as stop:
+        # Following: a stop (Ctrl-C) is a normal end from the first line on, not only once the
+        # past entries are printed, as consume_alerts has it.
+        with _stop_on_signals() if follow else nullcontext(_Stop()) as stop:
+            newest = client.xrevrange(key, count=1)
+            last_id = newest[0][0] if newest else "0-0"
+            for _entry_id, fields in _last_entries(client, key, lines, keep) if newest else []:
+                _emit(out, format_event(fields, as_json))
+            if not follow:
+                return 0
             while not stop.requested:
                 reply = client.xread({key: last_id}, count=PAGE, block=BLOCK_MS)
                 for entry_id, fields in _stream_entries(reply):
