@@ -192,6 +192,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from monitor.config import load_settings
     from monitor.detect.objects import build_detector
     from monitor.errors import SourceError
+    from monitor.sinks.alerts import early_advice
     from monitor.sources.video import VideoSource, is_network
 
     settings = load_settings(args.file)
@@ -200,7 +201,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from monitor.describe.vlm import VlmDescriber
 
         VlmDescriber.check(settings.describer)
-    warnings = 0
+    advice = early_advice(settings.alerts, settings.describer.detector.model)
+    for line in advice:
+        print(f"monitor: warning: {line}", file=sys.stderr)
+    warnings = len(advice)
     for cam in settings.cameras:
         if is_network(cam.source):
             continue
@@ -370,6 +374,7 @@ BENCHES = {
     "gate": ("monitor.bench.gate", "bench_gate"),
     "redis": ("monitor.bench.redis_sink", "bench_redis"),
     "service": ("monitor.bench.service", "bench_service"),
+    "alerts": ("monitor.bench.alerts", "bench_alerts"),
     "model": ("monitor.bench.model", "bench_model"),
     "changelog": ("monitor.bench.changelog", "bench_changelog"),
 }

@@ -166,9 +166,27 @@ class ChangeCandidate:
     settled: bool = True
     detected_at: float = field(default_factory=time.time, compare=False)  # when the gate decided
     tracks: tuple[Track, ...] = ()  # what the regions' `track` refer to (the things that passed through)
+    # The gate's id of the change (`ChangeStart.change_id`), and those of changes merged into it
+    # by a full queue: early alerts announced under any of them are settled by this one.
+    change_id: str = ""
+    merged: tuple[str, ...] = ()
 
     def track(self, track_id: int | None) -> Track | None:
         return next((t for t in self.tracks if t.track_id == track_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeStart:
+    """A change under way, as the gate sees it on one frame before it settles: what early alert
+    rules (`alerts[].early`) read. The first one of a change is of its onset frame."""
+
+    camera_id: str
+    change_id: str  # the same in the settled `ChangeCandidate` and `ChangeEvent`
+    onset_media_time: float  # the first frame that fired
+    onset_wall_time: float
+    frame: Frame  # the frame this view is of
+    regions: tuple[Region, ...]  # its changed areas on `frame` (change "changed", no labels yet)
+    changed_fraction: float
 
 
 class RegionOut(BaseModel):
@@ -212,6 +230,8 @@ class ChangeEvent(BaseModel):
     outage_s: float | None = None  # camera_online: how long the camera was down
     transient: bool = False  # the scene went back to how it was: something passed through
     settled: bool = True  # False: reported while still changing (at max_wait_s, or as the source ended)
+    change_id: str | None = None  # change events: the id its early alerts carried (`phase: onset`)
+    merged_changes: list[str] = []  # changes a full queue merged into this one (their early alerts end here)
 
     def line(self, tz: tzinfo | None = None) -> str:
         """The human-readable log line, in `tz` (default: the host's local zone, as journalctl):
@@ -241,6 +261,12 @@ def iso_utc(unix_time: float) -> str:
     """ISO-8601 UTC with milliseconds: 2026-11-25T08:14:03.120Z."""
     dt = datetime.fromtimestamp(unix_time, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def make_change_id(camera: str, stream_start: float, onset_seq: int) -> str:
+    """Stable id of a change, known from its onset frame (before it has an event or a seq)."""
+    digest = hashlib.sha1(f"{camera}|{stream_start:.3f}|onset|{onset_seq}".encode()).hexdigest()[:12]
+    return f"{camera}-c{digest}"
 
 
 def make_event_id(camera: str, stream_start: float, after_seq: int) -> str:

@@ -331,6 +331,18 @@ class AlertRule(Strict):
     labels: list[str] = Field(default_factory=list, description="a region label among these (person, vehicle)")
     min_changed_fraction: float = Field(0.0, ge=0, le=1, description="scores.changed_fraction at least this")
     cooldown_s: float = Field(0.0, ge=0, description="per camera: at most one alert of this rule per period")
+    early: bool = Field(
+        False, description="also alert when the change starts (phase onset), before it settles and is described"
+    )
+
+    @model_validator(mode="after")
+    def _early_needs_no_text(self) -> AlertRule:
+        if self.early and (self.keywords or self.regex is not None):
+            raise ValueError(
+                "early: keywords and regex need the sentence, which a change does not have when it starts"
+                " (use cameras, zones, labels or min_changed_fraction)"
+            )
+        return self
 
     @field_validator("regex")
     @classmethod

@@ -16,7 +16,8 @@ from monitor.daemon.queues import CameraQueues
 from monitor.daemon.snapshot import CameraState
 from monitor.errors import SourceError
 from monitor.gate.change_gate import ChangeGate
-from monitor.records import ChangeCandidate
+from monitor.records import ChangeCandidate, ChangeStart
+from monitor.sinks.onset import OnsetAlerts
 from monitor.sources.reconnect import ReconnectWait
 from monitor.sources.video import VideoSource
 
@@ -58,8 +59,10 @@ class CameraReader:
         gate_config: Callable[[CameraConfig], GateConfig],
         tally: StartTally,
         stop_all: threading.Event,
+        onsets: OnsetAlerts | None = None,
     ):
         self.run = run
+        self.onsets = onsets  # early alerts: each view of a change under way, and changes that end unlogged
         self.queues = queues
         self.gate_config = gate_config
         self.tally = tally
@@ -97,18 +100,34 @@ class CameraReader:
 
     def _flush(self) -> None:
         """The reader ends (end of file, stop, failure): a change still under way is reported."""
+        gate = self.run.gate
+        was = gate.under_way
         try:
-            cand = self.run.gate.flush()
+            cand = gate.flush()
         except Exception:  # noqa: BLE001 - the end marker must still be queued
             log.exception("gate_flush_failed", camera=self.run.camera.id)
             return
+        self._follow(was, None, cand)
         if cand is not None:
             self._hand_over(cand)
 
     def _gate(self, frame) -> None:
-        cand = self.run.gate.detect(frame)
+        gate = self.run.gate
+        was = gate.under_way
+        cand = gate.detect(frame)
+        self._follow(was, gate.under_way, cand)
         if cand is not None:
             self._hand_over(cand)
+
+    def _follow(self, was: ChangeStart | None, now: ChangeStart | None, cand: ChangeCandidate | None) -> None:
+        """Early alerts see the change under way (`now`), and learn of one that ended unlogged."""
+        if self.onsets is None:
+            return
+        if now is not None:
+            self.onsets.observe(now)
+        if was is not None and (now is None or now.change_id != was.change_id):
+            if cand is None or cand.change_id != was.change_id:
+                self.onsets.reverted(was)
 
     def _hand_over(self, cand: ChangeCandidate) -> None:
         self.run.candidates += 1

@@ -15,8 +15,9 @@ log = structlog.get_logger(__name__)
 
 def coalesce(older: ChangeCandidate, newer: ChangeCandidate) -> ChangeCandidate:
     """Two consecutive candidates of one camera as one: from the older's before frame to the
-    newer's after frame, onset and detection time of the older, regions and scores of the newer
-    (the state the scene settled in last), transient only when both were."""
+        newer's after frame, onset and detection time of the older, regions and scores of the newer
+        (the state the scene settled in last), transient only when both were; the older's change id,
+    with the newer's among those merged."""
     return ChangeCandidate(
         camera_id=older.camera_id,
         before=older.before,
@@ -27,6 +28,8 @@ def coalesce(older: ChangeCandidate, newer: ChangeCandidate) -> ChangeCandidate:
         transient=older.transient and newer.transient,
         settled=newer.settled,
         detected_at=older.detected_at,
+        change_id=older.change_id,
+        merged=(*older.merged, newer.change_id, *newer.merged),
     )
 
 

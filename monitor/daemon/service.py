@@ -134,8 +134,9 @@ class Monitor:
             self._tally = StartTally(len(self.cameras))
         # The gate settings of the current config: a reload may have replaced it since.
         reader = CameraReader(
-            run, self._candidates, lambda cam: self.settings.gate_for(cam), self._tally, self.stop_event
-        )
+            run, self._candidates, lambda cam: self.settings.gate_for(cam), self._tally, self.stop_event,
+            self.writer.onsets,
+        )  # fmt: skip
         run.thread = threading.Thread(target=reader, name=f"camera-{run.camera.id}", daemon=True)
         self._live += 1
         if self.stop_event.is_set():  # stop() came during a reload: the camera ends at once

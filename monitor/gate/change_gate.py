@@ -18,7 +18,7 @@ from monitor.config import GateConfig, Polygon
 from monitor.gate.imaging import Exposure, ExposureFitter, polygon_mask, shrink, ssim
 from monitor.gate.regions import RegionFinder
 from monitor.gate.tracks import ChangeTracker, passes
-from monitor.records import ChangeCandidate, Frame, GateScores
+from monitor.records import ChangeCandidate, ChangeStart, Frame, GateScores, Region, make_change_id
 
 _SSIM_EVERY_S = 5.0
 _KERNEL3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
@@ -27,7 +27,8 @@ _KERNEL5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 class ChangeGate:
     """One camera's gate. Feed every sampled frame to `detect`; it returns a candidate when a
-    change has settled, else None."""
+    change has settled, else None. While a change is under way, `under_way` is how it looks on
+    the last frame (`ChangeStart`, for early alerts); None otherwise."""
 
     def __init__(self, camera_id: str, config: GateConfig, sample_fps: float, masks: list[Polygon] = ()):
         self.camera_id = camera_id
@@ -60,6 +61,8 @@ class ChangeGate:
         self._regions: RegionFinder | None = None
         self._tracker: ChangeTracker | None = None  # links the changed areas of a change's frames
         self._onset: float | None = None
+        self._onset_frame: Frame | None = None
+        self.under_way: ChangeStart | None = None
         self._still_since: float | None = None
         self._peak: tuple[float, Frame, np.ndarray] | None = None  # (fraction, frame, image in ref space)
         self._latest: tuple | None = None  # while a change is under way: its last frame, for `flush`
@@ -103,10 +106,11 @@ class ChangeGate:
             self._regions.learn(in_model, changed)
             if not self._starts_change(frac, changed, cur, t):
                 return None
-            self._onset, self._still_since, self._peak = t, None, None
+            self._onset, self._onset_frame, self._still_since, self._peak = t, frame, None, None
             self._tracker.reset()
             self.fires += 1
         comps = self._regions.components(changed)
+        self.under_way = self._start_view(frame, comps, frac, img.shape)
         looks = [float(cur[y : y + h, x : x + w][pix].mean()) for (x, y, w, h), pix, _ in comps]
         self._tracker.update(frame, [box for box, _, _ in comps], looks)
         if self._peak is None or frac >= self._peak[0]:
@@ -133,6 +137,20 @@ class ChangeGate:
         return self._finish(*self._latest, settled=False)
 
     # -- helpers -------------------------------------------------------------------------
+    def _change_id(self) -> str:
+        first = self._onset_frame
+        assert first is not None
+        return make_change_id(self.camera_id, first.wall_time - first.media_time, first.seq)
+
+    def _start_view(self, frame: Frame, comps: list, frac: float, shape: tuple[int, int]) -> ChangeStart:
+        h, w = shape
+        regions = tuple(Region(x / w, y / h, bw / w, bh / h, "changed", area) for (x, y, bw, bh), _, area in comps)
+        first = self._onset_frame
+        assert first is not None
+        return ChangeStart(
+            self.camera_id, self._change_id(), first.media_time, first.wall_time, frame, regions, round(frac, 5)
+        )
+
     def working_image(self, image: np.ndarray) -> np.ndarray:
         """Small and grey (`image` is grey or BGR)."""
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
@@ -213,8 +231,9 @@ class ChangeGate:
         frac: float,
         settled: bool,
     ) -> ChangeCandidate | None:
-        onset, peak = self._onset, self._peak
+        onset, peak, change_id = self._onset, self._peak, self._change_id()
         self._onset, self._still_since, self._peak, self._latest = None, None, None, None
+        self.under_way = None
         assert onset is not None and peak is not None and self._ref is not None
         before, before_img = self._ref, self._ref_img
         model_to_before = self._ref_to_model.inverse()
@@ -247,5 +266,6 @@ class ChangeGate:
         scores = GateScores(ssim=round(self._half_ssim(after_img, before_img), 4), changed_fraction=round(frac, 5))
         followed = tuple(t for t, _ in passed)
         return ChangeCandidate(
-            self.camera_id, before, after, onset, tuple(regions), scores, transient, settled, tracks=followed
-        )
+            self.camera_id, before, after, onset, tuple(regions), scores, transient, settled, tracks=followed,
+            change_id=change_id,
+        )  # fmt: skip

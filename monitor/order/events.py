@@ -32,6 +32,8 @@ def change_event(cand: ChangeCandidate, seq: int, desc: Description, describer: 
         describer=describer,
         transient=cand.transient,
         settled=cand.settled,
+        change_id=cand.change_id or None,
+        merged_changes=list(cand.merged),
         # From the gate's decision to the finished sentence (queueing + describing).
         latency_ms=round((time.time() - cand.detected_at) * 1000.0, 1),
     )

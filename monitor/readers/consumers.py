@@ -5,7 +5,9 @@ Stream layout (written by the Redis sink):
 
 - `<prefix>:events`: one entry per event: `event_id`, `camera`, `seq`, `kind`, `t_after`,
   `text`, `json` (the whole event as in changes.jsonl);
-- `<prefix>:alerts`: one entry per (event, fired rule): `rule` and the same fields.
+- `<prefix>:alerts`: one entry per (event, fired rule): `rule` and the same fields; an early
+  rule's entries also have `phase` (`onset`: sent when the change started, no seq, `t_onset`
+  instead of `t_after`; then `settled`) and `change_id`.
 """
 
 from __future__ import annotations
@@ -196,7 +198,8 @@ def tail_redis(
 
 # -- alerts consumer group -----------------------------------------------------------------------
 def format_alert(entry_id: str, fields: dict[str, str], as_json: bool) -> str:
-    """`HH:MM:SS camera [rule]: text`, or one JSON object {id, rule, event}."""
+    """`HH:MM:SS camera [rule]: text` (`[rule onset]` for an early alert), or one JSON object
+    {id, rule, event} (with `phase` for an early rule's entries)."""
     event: Any = None
     raw = fields.get("json")
     if raw:
@@ -207,12 +210,14 @@ def format_alert(entry_id: str, fields: dict[str, str], as_json: bool) -> str:
     if as_json:
         if not isinstance(event, dict):
             event = {k: v for k, v in fields.items() if k not in {"rule", "json"}}
-        return json.dumps({"id": entry_id, "rule": fields.get("rule"), "event": event}, separators=(",", ":"))
+        phase = {"phase": fields["phase"]} if "phase" in fields else {}
+        return json.dumps({"id": entry_id, "rule": fields.get("rule"), **phase, "event": event}, separators=(",", ":"))
     src = event if isinstance(event, dict) else fields
-    clock = str(src.get("t_after") or fields.get("t_after") or "")[11:19]
+    clock = str(src.get("t_after") or fields.get("t_after") or fields.get("t_onset") or "")[11:19]
     camera = src.get("camera") or fields.get("camera") or "?"
     text = src.get("text") if src.get("text") is not None else fields.get("text", "")
-    return f"{clock} {camera} [{fields.get('rule', '?')}]: {text}"
+    phase = f" {fields['phase']}" if "phase" in fields else ""
+    return f"{clock} {camera} [{fields.get('rule', '?')}{phase}]: {text}"
 
 
 def default_consumer() -> str:

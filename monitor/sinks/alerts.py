@@ -17,6 +17,11 @@ checked):
 
 Rules with `zones` or `labels` only consider `kind == "change"` events (health events such as
 `camera_offline` have no regions).
+
+`early: true` rules are also matched while a change is under way (`match_start`, on the gate's
+`ChangeStart`: no text yet, so no keywords or regex), once per change, the cooldown measured on
+the onset; their settled alert then comes with the change's event whether it still matches or
+not (`match(event, early=...)`), so every onset alert is followed by its settled one.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 import structlog
 
 from monitor.config import AlertRule, CameraConfig
-from monitor.records import ChangeEvent, RegionOut, unix_time
+from monitor.records import ChangeEvent, ChangeStart, Region, RegionOut, unix_time
 
 log = structlog.get_logger(__name__)
 
@@ -132,31 +137,47 @@ class _CompiledRule:
         self.regex = re.compile(rule.regex) if rule.regex is not None else None
 
     def conditions_hold(self, event: ChangeEvent, cameras: dict[str, CameraConfig]) -> bool:
-        if self.cameras and event.camera not in self.cameras:
+        fraction = event.scores.changed_fraction if event.scores is not None else None
+        return self.holds(event.camera, event.kind, event.regions, fraction, event.text, cameras)
+
+    def holds(
+        self,
+        camera: str,
+        kind: str,
+        regions: Sequence[RegionOut | Region],
+        fraction: float | None,
+        text: str | None,  # None: a change under way (early rules have no text conditions)
+        cameras: dict[str, CameraConfig],
+    ) -> bool:
+        if self.cameras and camera not in self.cameras:
             return False
         if self.zones or self.labels:
-            if event.kind != "change" or not self._some_region(event, cameras):
+            if kind != "change" or not self._some_region(camera, regions, cameras):
                 return False
         if self.rule.min_changed_fraction > 0:
-            if event.scores is None or event.scores.changed_fraction < self.rule.min_changed_fraction:
+            if fraction is None or fraction < self.rule.min_changed_fraction:
                 return False
-        if self.keywords is not None and not self.keywords.search(event.text):
+        if text is None:
+            return True
+        if self.keywords is not None and not self.keywords.search(text):
             return False
-        return not (self.regex is not None and not self.regex.search(event.text))
+        return not (self.regex is not None and not self.regex.search(text))
 
-    def _some_region(self, event: ChangeEvent, cameras: dict[str, CameraConfig]) -> bool:
+    def _some_region(
+        self, camera: str, regions: Sequence[RegionOut | Region], cameras: dict[str, CameraConfig]
+    ) -> bool:
         polygons: list[list[Point]] = []
         if self.zones:
-            cam = cameras.get(event.camera)
+            cam = cameras.get(camera)
             if cam is None:
                 return False
             wanted = set(self.zones)
             polygons = [list(z.polygon) for z in cam.zones if z.name in wanted]
             if not polygons:
                 return False
-        return any(self._region_ok(r, polygons) for r in event.regions)
+        return any(self._region_ok(r, polygons) for r in regions)
 
-    def _region_ok(self, region: RegionOut, polygons: list[list[Point]]) -> bool:
+    def _region_ok(self, region: RegionOut | Region, polygons: list[list[Point]]) -> bool:
         if self.labels and (region.label is None or region.label.casefold() not in self.labels):
             return False
         if self.zones:
@@ -174,27 +195,62 @@ class AlertRules:
         self._last_fired: dict[tuple[int, str], float] = {}  # (rule index, camera) -> t_after (UNIX s)
         self._lock = threading.Lock()
 
-    def match(self, event: ChangeEvent) -> list[str]:
-        """Names of the rules this event fires (cooldowns applied and updated)."""
+    @property
+    def early(self) -> list[AlertRule]:
+        return [c.rule for c in self._compiled if c.rule.early]
+
+    def needs_labels_early(self) -> bool:
+        return any(c.rule.early and c.labels for c in self._compiled)
+
+    def match(self, event: ChangeEvent, early: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """Names of the rules this event fires (cooldowns applied and updated). `early`: the
+        early rules that announced this event's change at its onset: they fire again here
+        (their settled alert), whatever the event says and whatever their cooldown."""
         fired: list[str] = []
         t_event: float | None = None
         with self._lock:
             for index, compiled in enumerate(self._compiled):
                 rule = compiled.rule
+                if rule.name in early:
+                    fired.append(rule.name)
+                    continue
                 if not compiled.conditions_hold(event, self.cameras):
                     continue
                 if rule.cooldown_s > 0:
                     if t_event is None:
                         t_event = _parse_time(event.t_after)
-                    key = (index, event.camera)
-                    last = self._last_fired.get(key)
-                    if t_event is not None:
-                        # An event not after the last alert (out of order) counts as inside the period.
-                        if last is not None and t_event - last < rule.cooldown_s:
-                            continue
-                        self._last_fired[key] = t_event
+                    if t_event is not None and not self._cooled(index, event.camera, t_event, rule.cooldown_s):
+                        continue
                 fired.append(rule.name)
         return fired
+
+    def match_start(self, start: ChangeStart, regions: Sequence[Region], skip: set[str]) -> list[str]:
+        """The early rules (not in `skip`) that a change under way fires now, with `regions`
+        (`start.regions`, labelled as far as known); cooldowns measured on its onset."""
+        fired: list[str] = []
+        with self._lock:
+            for index, compiled in enumerate(self._compiled):
+                rule = compiled.rule
+                if not rule.early or rule.name in skip:
+                    continue
+                if not compiled.holds(start.camera_id, "change", regions, start.changed_fraction, None, self.cameras):
+                    continue
+                if rule.cooldown_s > 0 and not self._cooled(
+                    index, start.camera_id, start.onset_wall_time, rule.cooldown_s
+                ):
+                    continue
+                fired.append(rule.name)
+        return fired
+
+    def _cooled(self, index: int, camera: str, at: float, cooldown_s: float) -> bool:
+        """Past the rule's cooldown for this camera at `at` (UNIX s): then it starts again from `at`.
+        An event not after the last alert (out of order) counts as inside the period."""
+        key = (index, camera)
+        last = self._last_fired.get(key)
+        if last is not None and at - last < cooldown_s:
+            return False
+        self._last_fired[key] = at
+        return True
 
     def reset(self) -> None:
         """Forget the cooldown state (e.g. before replaying a log)."""
@@ -202,12 +258,26 @@ class AlertRules:
             self._last_fired.clear()
 
 
-def alerts_for(rules: AlertRules | None, event: ChangeEvent) -> list[str]:
+def early_advice(rules: list[AlertRule], detector_model: object | None) -> list[str]:
+    """Warnings (not errors) about early rules: labels at onset need the object detector."""
+    if detector_model is not None:
+        return []
+    return [
+        f"alerts.{i}.labels: an early rule knows labels at the onset only with describer.detector.model; "
+        "without it, this rule alerts when the change settles"
+        for i, rule in enumerate(rules)
+        if rule.early and rule.labels
+    ]
+
+
+def alerts_for(
+    rules: AlertRules | None, event: ChangeEvent, early: frozenset[str] | set[str] = frozenset()
+) -> list[str]:
     """The rules `event` hits; a rule that fails is logged and hits nothing (the event goes on)."""
     if rules is None:
-        return []
+        return sorted(early)
     try:
-        return list(rules.match(event))
+        return list(rules.match(event, early))
     except Exception:  # a rule bug must not stop the event itself
         log.exception("alert_rules_failed", event_id=event.event_id)
         return []

@@ -6,7 +6,9 @@ dedupe by `event_id`.
 Topics, under `mqtt.prefix` (default `monitor`):
 - `<prefix>/<camera>/event`: each change and health event, the JSON of its changes.jsonl line;
 - `<prefix>/<camera>/state` (retained): `{"state": "online" | "offline", "last": sentence, "t": t_after}`;
-- `<prefix>/alerts/<rule>`: the event again, for each alert rule it hit;
+- `<prefix>/alerts/<rule>`: the event again, for each alert rule it hit; an early rule's (`early:
+  true`) first message is its onset (`{"phase": "onset", "change_id", ...}`, sent live by
+  `monitor/sinks/onset.py`), then the event with `"phase": "settled"` and `"rule"` added;
 - `<prefix>/availability` (retained): `online` while connected, `offline` as the Last Will and on
   a clean stop."""
 
@@ -44,7 +46,9 @@ class MqttSink:
     """`start()`, then the delivery thread follows the spool; `close()` delivers what it can,
     says `offline` and disconnects."""
 
-    def __init__(self, cfg: MqttConfig, spool: Spool, cameras: list[str] | tuple[str, ...] = ()):
+    def __init__(
+        self, cfg: MqttConfig, spool: Spool, cameras: list[str] | tuple[str, ...] = (), early: set[str] = frozenset()
+    ):
         assert cfg.url
         self.cfg = cfg
         self.spool = spool
@@ -69,6 +73,7 @@ class MqttSink:
         self.client = client
         self.connected = threading.Event()
         self.cameras = list(cameras)  # announced to Home Assistant (mqtt.discovery_prefix)
+        self.early = set(early)  # early alert rules: their settled alert says so
         self.delivered = 0
         self._refused: str | None = None  # the broker's last refusal (bad password), said once
         self._down_since: float | None = None
@@ -138,7 +143,8 @@ class MqttSink:
             infos.append(self.client.publish(f"{self.topic}/{event.camera}/event", body, qos=1))
             infos.append(self.client.publish(f"{self.topic}/{event.camera}/state", _state(event), qos=1, retain=True))
             for rule in rec.alerts:
-                infos.append(self.client.publish(f"{self.topic}/alerts/{rule}", body, qos=1))
+                alert = _settled(event, rule) if rule in self.early else body
+                infos.append(self.client.publish(f"{self.topic}/alerts/{rule}", alert, qos=1))
         deadline = time.monotonic() + ACK_TIMEOUT_S
         for info in infos:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
@@ -173,6 +179,14 @@ class MqttSink:
             self.delivered += len(batch)
             self.spool.commit(batch[-1].n, cursor=CURSOR)
 
+    def publish_live(self, rule: str, body: str) -> bool:
+        """An early alert, outside the spool: queued by paho in publish order (so before the
+        settled alert that follows it), sent at once while connected."""
+        return self.client.publish(f"{self.topic}/alerts/{rule}", body, qos=1).rc in (
+            mqtt.MQTT_ERR_SUCCESS,
+            mqtt.MQTT_ERR_NO_CONN,  # kept in paho's queue until the broker is back
+        )
+
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is spooled (up to `timeout`), say `offline` (retained), disconnect."""
         deadline = time.monotonic() + timeout
@@ -189,6 +203,10 @@ class MqttSink:
         if left:
             log.warning("mqtt_undelivered", url=self.url, spooled=left, note="kept in the spool for the next start")
         log.info("mqtt_closed", url=self.url, delivered=self.delivered)
+
+
+def _settled(event: ChangeEvent, rule: str) -> str:
+    return json.dumps({"phase": "settled", "rule": rule, **event.model_dump(mode="json")})
 
 
 def _state(event: ChangeEvent) -> str:

@@ -40,7 +40,8 @@ log = structlog.get_logger(__name__)
 
 # KEYS: 1 delivered hash, 2 events stream, 3 alerts stream, [4 per-camera events stream]
 # ARGV: 1 camera, 2 seq, 3 maxlen, 4 n = number of event field/value items,
-#       5 .. 4+n the event's field/value pairs, then the names of the alert rules it fired.
+#       5 .. 4+n the event's field/value pairs, then for each alert rule it fired its name and
+#       phase ("settled" for an early rule, whose onset alert went out before; "" for the others).
 DELIVER_LUA = """
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local seq = tonumber(ARGV[2])
@@ -54,8 +55,12 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(field
 if #KEYS >= 4 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
 end
-for i = 5 + n, #ARGV do
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'rule', ARGV[i], unpack(fields))
+for i = 5 + n, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'rule', ARGV[i], unpack(fields))
+  else
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'rule', ARGV[i], 'phase', ARGV[i + 1], unpack(fields))
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return {'added', id}
@@ -72,11 +77,13 @@ def read_password(cfg: RedisConfig) -> str | None:
 
 
 def event_fields(event: ChangeEvent) -> list[str]:
+    change = ["change_id", event.change_id] if event.change_id else []
     return [
         "event_id", event.event_id,
         "camera", event.camera,
         "seq", str(event.seq),
         "kind", event.kind,
+        *change,
         "t_after", event.t_after,
         "text", event.text,
         "json", event.model_dump_json(),
@@ -114,6 +121,7 @@ class RedisSink:
         self.delivered = 0  # events added to Redis by this process
         self.duplicates = 0  # re-sent events the script recognised
         self.alerted = 0
+        self.early = {r.name for r in alerts.early} if alerts is not None else set()
         self._down_since: float | None = None
         self._closing = threading.Event()
         self._abort = threading.Event()
@@ -180,7 +188,8 @@ class RedisSink:
             if self.cfg.per_camera_streams:
                 keys.append(f"{self.k_events}:{event.camera}")
             fields = event_fields(event)
-            calls.append((keys, [event.camera, event.seq, self.cfg.maxlen, len(fields), *fields, *alerts]))
+            phased = [x for rule in alerts for x in (rule, "settled" if rule in self.early else "")]
+            calls.append((keys, [event.camera, event.seq, self.cfg.maxlen, len(fields), *fields, *phased]))
         if len(calls) == 1:  # one round trip (EVALSHA, reloading the script if Redis lost it)
             results = [self._script(keys=calls[0][0], args=calls[0][1])]
         else:  # in order on one connection; the pipeline (re)loads the script first
@@ -225,6 +234,17 @@ class RedisSink:
                 self._down_since = None
             attempt = 0
             self.spool.commit(batch[-1].n)
+
+    def add_live(self, fields: list[str]) -> bool:
+        """One entry straight to the alerts stream, outside the spool (early alerts: worth
+        sending only now). False, without waiting, while the delivery thread finds Redis down."""
+        if self._down_since is not None:
+            return False
+        try:
+            self.client.xadd(self.k_alerts, dict(zip(fields[::2], fields[1::2], strict=True)), maxlen=self.cfg.maxlen)
+        except _ERRORS:
+            return False
+        return True
 
     def _went_down(self, exc: BaseException) -> None:
         if self._down_since is None:

@@ -11,9 +11,10 @@ import structlog
 
 from monitor.config import MonitorSettings
 from monitor.records import ChangeCandidate, ChangeEvent
-from monitor.sinks.alerts import AlertRules, alerts_for
+from monitor.sinks.alerts import AlertRules, alerts_for, early_advice
 from monitor.sinks.captures import CaptureSink
 from monitor.sinks.logfiles import LogFileSink, last_logged
+from monitor.sinks.onset import OnsetAlerts
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +28,7 @@ class EventWriter:
     def __init__(self, settings: MonitorSettings, echo: TextIO | None = None):
         self.settings = settings
         self.sink = LogFileSink(settings.log, echo=echo)
-        self.redis = self.mqtt = self.spool = None
+        self.redis = self.mqtt = self.spool = self.rules = None
         if settings.redis.url or settings.mqtt.url:
             from monitor.sinks.mqtt import CURSOR, MqttSink, read_mqtt_password
             from monitor.sinks.redis_streams import RedisSink, default_spool_dir, read_password
@@ -41,7 +42,16 @@ class EventWriter:
             if settings.redis.url:
                 self.redis = RedisSink(settings.redis, self.spool, self.rules)
             if settings.mqtt.url:
-                self.mqtt = MqttSink(settings.mqtt, self.spool, [c.id for c in settings.cameras])
+                early = {r.name for r in self.rules.early}
+                self.mqtt = MqttSink(settings.mqtt, self.spool, [c.id for c in settings.cameras], early)
+        self.onsets: OnsetAlerts | None = None  # early alert rules, with an output to send them to
+        if self.spool is not None and self.rules.early:
+            from monitor.detect.objects import build_detector
+
+            detector = build_detector(settings.describer.detector) if self.rules.needs_labels_early() else None
+            self.onsets = OnsetAlerts(self.rules, self.redis, self.mqtt, detector)
+            for line in early_advice(settings.alerts, settings.describer.detector.model):
+                log.warning("early_alert_labels", note=line)
         self.captures = CaptureSink(settings.captures) if settings.captures.enabled else None
         self._frames: dict[str, ChangeCandidate] = {}  # event_id -> candidate, until written
         self.last_event: dict[str, str] = {}  # camera -> t_after of its last event (/healthz)
@@ -65,6 +75,8 @@ class EventWriter:
             sources.append(self.redis.start())  # {} when Redis is unreachable now
         if self.mqtt is not None:
             self.mqtt.start()
+        if self.onsets is not None:
+            self.onsets.start()
         if self.captures is not None:
             self.captures.start()
         merged: dict[str, int] = {}
@@ -81,7 +93,7 @@ class EventWriter:
         if not events:
             return
         if self.spool is not None:  # into the durable spool first, then the log files
-            self.spool.append([(e, alerts_for(self.rules, e)) for e in events])
+            self.spool.append([(e, alerts_for(self.rules, e, self._announced(e))) for e in events])
         for event in events:
             self.sink.write(event)
             self.last_event[event.camera] = event.t_after
@@ -89,6 +101,12 @@ class EventWriter:
             cand = self._frames.pop(event.event_id, None)
             if cand is not None and self.captures is not None:
                 self.captures.save(cand, event)
+
+    def _announced(self, event: ChangeEvent) -> set[str]:
+        """The early rules whose onset alert announced this event's change (or one merged into it)."""
+        if self.onsets is None or not event.change_id:
+            return set()
+        return self.onsets.close([event.change_id, *event.merged_changes])
 
     def reopen_logs(self) -> None:
         """SIGHUP: new handlers on the same paths (logrotate moved the old files away)."""
@@ -105,6 +123,8 @@ class EventWriter:
     def close(self) -> None:
         try:
             self.sink.close()
+            if self.onsets is not None:
+                self.onsets.stop()
             if self.mqtt is not None:
                 self.mqtt.close()
             if self.redis is not None:
