@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +42,30 @@ DEFAULT_LR = {"compressor": 1e-3, "lora": 2e-4, "full": 1e-3}
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "loss.png"
 SETTINGS_FILE = "train_settings.json"
+
+
+class StepBoundaryInterrupt:
+    """While training: the first Ctrl-C (SIGINT) only asks to stop, at the next step boundary,
+    so a checkpoint never holds half a step (parameters updated, step count or RNG not); a
+    second one interrupts at once. Outside the main thread it installs nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StepBoundaryInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 class TrainingInterrupted(MonitorError):
@@ -167,6 +193,7 @@ class Trainer:
         self.autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=low_precision)
         self.step = 0
         self.rng: dict[str, Any] | None = None  # generator states at the start of the current step
+        self.samples, self.last_losses = 0, []  # samples trained in this run; the last steps' losses
 
     # -- data ------------------------------------------------------------------------------
     def micro_batches(self, start_step: int) -> list[list[int]]:
@@ -220,7 +247,7 @@ class Trainer:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()}
         (s.out / SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n")
         trainable, total = count_parameters(self.trained)
-        started, samples, last_losses = time.perf_counter(), 0, []
+        started, self.samples, self.last_losses = time.perf_counter(), 0, []
         loader = DataLoader(
             self.train_source,
             batch_sampler=self.micro_batches(self.step),
@@ -232,45 +259,19 @@ class Trainer:
             total=self.total_steps, initial=self.step, desc=f"train {s.stage}", unit="step", disable=not s.progress
         )
         log = (s.out / LOG_FILE).open("a", encoding="utf-8")
-        eval_loss = None
         self.trained.train()
+        interrupt = StepBoundaryInterrupt()
         try:
-            batches = iter(loader)
-            while self.step < self.total_steps:
-                self.rng = rng_state()
-                t0, step_loss, step_samples = time.perf_counter(), 0.0, 0
-                for _ in range(s.grad_accum):
-                    pairs, targets = next(batches)
-                    loss = self.loss(pairs, targets) / s.grad_accum
-                    loss.backward()
-                    step_loss += loss.item()
-                    step_samples += len(pairs)
-                norm = torch.nn.utils.clip_grad_norm_(self.params.values(), s.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                samples += step_samples
-                rate = step_samples / max(1e-9, time.perf_counter() - t0)
-                last_losses = (last_losses + [step_loss])[-20:]
-                record = {
-                    "step": self.step,
-                    "epoch": round(self.step * s.batch_size * s.grad_accum / len(self.train_source), 4),
-                    "loss": round(step_loss, 5),
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "grad_norm": round(float(norm), 4),
-                    "samples_per_s": round(rate, 2),
-                }
-                if s.eval_every and self.step % s.eval_every == 0 and self.step < self.total_steps:
-                    eval_loss = record["eval_loss"] = self.eval_loss()
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{step_loss:.3f}", samples_s=f"{rate:.1f}", refresh=False)
-                bar.update(1)
-                self.rng = None  # between steps: the live generator states are the ones to save
-                if s.save_every and self.step % s.save_every == 0 and self.step < self.total_steps:
-                    self.checkpoint()
-        except KeyboardInterrupt:
+            with interrupt:
+                self._steps(loader, bar, log, interrupt)
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: that half step is never saved
+            bar.close()
+            log.close()
+            raise TrainingInterrupted(
+                f"interrupted during step {self.step + 1}/{self.total_steps} (a second Ctrl-C): that step is not "
+                "saved; --resume continues from the last checkpoint"
+            ) from None
+        if interrupt.requested:  # Ctrl-C: the step under way was finished, then saved
             bar.close()
             log.close()
             where = self.checkpoint()
@@ -278,7 +279,7 @@ class Trainer:
             raise TrainingInterrupted(
                 f"interrupted at step {self.step}/{self.total_steps}: checkpoint saved in {where}; "
                 "continue with the same command and --resume"
-            ) from None
+            )
         bar.close()
         self.rng = None
         eval_loss = self.eval_loss()
@@ -293,15 +294,56 @@ class Trainer:
         return TrainSummary(
             out=s.out,
             steps=self.step,
-            samples=samples,
+            samples=self.samples,
             seconds=round(seconds, 2),
-            samples_per_s=round(samples / max(seconds, 1e-9), 2),
-            train_loss=sum(last_losses) / len(last_losses) if last_losses else None,
+            samples_per_s=round(self.samples / max(seconds, 1e-9), 2),
+            train_loss=sum(self.last_losses) / len(self.last_losses) if self.last_losses else None,
             eval_loss=eval_loss,
             trainable_parameters=trainable,
             total_parameters=total,
             files=tuple(files),
         )
+
+    def _steps(self, loader, bar, log, interrupt: StepBoundaryInterrupt) -> None:
+        """Train until the last step or a Ctrl-C, which takes effect between two steps."""
+        s = self.settings
+        samples, last_losses = self.samples, self.last_losses
+        batches = iter(loader)
+        while self.step < self.total_steps and not interrupt.requested:
+            self.rng = rng_state()
+            t0, step_loss, step_samples = time.perf_counter(), 0.0, 0
+            for _ in range(s.grad_accum):
+                pairs, targets = next(batches)
+                loss = self.loss(pairs, targets) / s.grad_accum
+                loss.backward()
+                step_loss += loss.item()
+                step_samples += len(pairs)
+            norm = torch.nn.utils.clip_grad_norm_(self.params.values(), s.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            samples += step_samples
+            rate = step_samples / max(1e-9, time.perf_counter() - t0)
+            last_losses = (last_losses + [step_loss])[-20:]
+            record = {
+                "step": self.step,
+                "epoch": round(self.step * s.batch_size * s.grad_accum / len(self.train_source), 4),
+                "loss": round(step_loss, 5),
+                "lr": self.scheduler.get_last_lr()[0],
+                "grad_norm": round(float(norm), 4),
+                "samples_per_s": round(rate, 2),
+            }
+            if s.eval_every and self.step % s.eval_every == 0 and self.step < self.total_steps:
+                record["eval_loss"] = self.eval_loss()
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{step_loss:.3f}", samples_s=f"{rate:.1f}", refresh=False)
+            bar.update(1)
+            self.rng = None  # between steps: the live generator states are the ones to save
+            if s.save_every and self.step % s.save_every == 0 and self.step < self.total_steps:
+                self.checkpoint()
+        self.samples, self.last_losses = samples, last_losses
 
     def checkpoint(self) -> Path:
         state = TrainState(self.step, self.settings.identity())
