@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from monitor.argtypes import non_negative_int, positive_float, positive_int
-from monitor.bench.output import add_json_option
+from monitor.bench.parsers import add_bench_parsers
 from monitor.commands import (
     DEMO_SECONDS,
     DEMO_SEED,
@@ -21,6 +21,7 @@ from monitor.commands import (
     cmd_ask,
     cmd_bench,
     cmd_check_config,
+    cmd_describe_worker,
     cmd_eval_log,
     cmd_models,
     cmd_review,
@@ -144,7 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", metavar="DIR", help="VLM checkpoint directory or cached repo id (describer.model)")
     r.add_argument("--mode", choices=["compressed", "pair"], help="VLM mode (describer.mode, default compressed)")
     r.add_argument("--adapter", metavar="DIR", help="VLM LoRA adapter directory (describer.adapter)")
+    r.add_argument(
+        "--role", choices=["all", "gate"], default="all",
+        help="all: one process does everything; gate: read, gate and write the log, describe workers describe",
+    )  # fmt: skip
     r.set_defaults(func=cmd_run)
+
+    w = sub.add_parser(
+        "describe-worker",
+        help="describe the gate nodes' changes from Redis (consumer group describers)",
+        description="Read <prefix>:candidates as a member of consumer group 'describers', describe each change "
+        "(the config's describer: a VLM on the GPU, or the embedded one) and send the event back to its gate node; "
+        "take over changes another worker read but never acknowledged.",
+    )
+    w.add_argument(
+        "--redis", metavar="URL", default=os.environ.get("MONITOR_REDIS__URL"),
+        help="redis:// or rediss:// URL (default: redis.url of --config, or $MONITOR_REDIS__URL)",
+    )  # fmt: skip
+    w.add_argument("--config", type=Path, help="YAML config file (describer, redis.prefix, cluster.claim_idle_ms)")
+    w.add_argument("--name", help="this worker's name in the group, unique per running worker (default: host name)")
+    w.add_argument("--count", type=positive_int, metavar="N", help="exit after describing N changes")
+    w.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (torch, OpenCV; default: all cores)")
+    w.set_defaults(func=cmd_describe_worker)
 
     c = sub.add_parser("check-config", help="validate a config file and list every error")
     c.add_argument("file", type=Path)
@@ -258,78 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks that print a table and JSON")
     bench = b.add_subparsers(dest="what", required=True, metavar="WHAT")
-    bg = bench.add_parser("gate", help="the change gate against naive full decode + SSIM, per sampled frame")
-    bg.add_argument("--video", type=Path, action="append", help="footage (repeatable; default: shared footage)")
-    bg.add_argument("--sample-fps", type=float, default=1.0, help="default 1")
-    bg.add_argument("--seconds", type=float, help="stop each video after this much media time (default: all)")
-    bg.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
-    bg.add_argument(
-        "--detector", type=Path, metavar="ONNX", help="also measure with this object detector naming each change"
-    )
-    add_json_option(bg)
-    bg.set_defaults(func=cmd_bench)
-    br = bench.add_parser("redis", help="Redis delivery throughput against a throwaway redis-server")
-    br.add_argument("--events", type=int, default=5000, help="events per measurement (default 5000)")
-    br.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
-    add_json_option(br)
-    br.set_defaults(func=cmd_bench)
-    bs = bench.add_parser(
-        "service",
-        help="the daemon on N looped RTSP cameras: CPU, RSS, latency (a soak with --minutes)",
-        description="Run the real daemon on N RTSP cameras of looped real footage at 1 fps (embedded describer, "
-        "Redis, jobs); report CPU and RSS per camera, RSS growth and threads after the warm-up, and the latency "
-        "from a change to its log line and to its Redis entry (p50/p95).",
-    )
-    bs.add_argument("--cameras", type=positive_int, default=16, help="RTSP cameras (default 16)")
-    bs.add_argument("--seconds", type=float, default=120.0, help="run length, warm-up included (default 120)")
-    bs.add_argument("--minutes", type=float, help="run length in minutes, e.g. 30 for a soak (overrides --seconds)")
-    bs.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring (default 30)")
-    bs.add_argument("--video", type=Path, help="H.264 MP4 footage (default: the shared one-by-one clip)")
-    bs.add_argument("--loop-seconds", type=float, help="loop only the first S seconds of the footage")
-    bs.add_argument("--reorder-window", type=float, default=0.5, help="the daemon's log.reorder_window_s (default 0.5)")
-    add_json_option(bs)
-    bs.set_defaults(func=cmd_bench)
-    ba = bench.add_parser(
-        "alerts",
-        help="early alerts: change onset to the alert in Redis and on MQTT, next to the settled event",
-        description="Run the real daemon on N looped RTSP cameras at 2 fps with an early alert rule, a local "
-        "redis-server and mosquitto; report the latency from each change's onset to its onset alert in Redis and "
-        "on MQTT (goal p95 <= 0.5 s), and to its settled event.",
-    )
-    ba.add_argument("--cameras", type=positive_int, default=8, help="RTSP cameras (default 8)")
-    ba.add_argument("--seconds", type=float, default=120.0, help="run length, warm-up included (default 120)")
-    ba.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring (default 20)")
-    ba.add_argument("--sample-fps", type=float, default=2.0, help="default 2")
-    ba.add_argument("--video", type=Path, help="H.264 MP4 footage (default: the shared one-by-one clip)")
-    add_json_option(ba)
-    ba.set_defaults(func=cmd_bench)
-    bm = bench.add_parser(
-        "model",
-        help="VLM cost per pair: two images, side by side, compressed, compressed + frame cache",
-        description="Builds the model architecture from its config with random weights (no download) and "
-        "measures LM input tokens, FLOPs, wall time and peak memory per pair at batch 1 and 8.",
-    )
-    bm.add_argument("--arch", choices=["tinyllava-1.5b", "tiny"], default="tinyllava-1.5b")
-    bm.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    bm.add_argument("--batch", type=positive_int, action="append", help="batch sizes (repeatable; default 1 and 8)")
-    bm.add_argument("--new-tokens", type=positive_int, default=8, help="tokens generated per pair (default 8)")
-    bm.add_argument("--repeat", type=positive_int, default=2, help="runs of each measurement; the best counts")
-    add_json_option(bm)
-    bm.set_defaults(func=cmd_bench)
-    bc = bench.add_parser(
-        "changelog",
-        help="how true the change log is: eval-log on the scripted cases and labelled footage",
-        description="Run the daemon on the scripted cases (a bag left behind, busy through-traffic, a car parked at "
-        "the start) and on footage with a .truth.json beside it, score each log with eval-log, and compare the "
-        "totals with the goals (found >= 95 %%, direction 100 %%, named >= 90 %%, left-behind objects persisting, "
-        "no quiet-stretch events, no text defects).",
-    )
-    bc.add_argument(
-        "--video", type=Path, action="append", help="footage with VIDEO.truth.json beside it (default: shared clips)"
-    )
-    bc.add_argument("--detector", type=Path, metavar="ONNX", help="also score with this object detector")
-    add_json_option(bc)
-    bc.set_defaults(func=cmd_bench)
+    add_bench_parsers(bench, cmd_bench)
     _add_plugin_commands(sub, bench)
     for subcommand in _subcommand_parsers(p):
         _add_global_options(subcommand, defaults=False)

@@ -75,6 +75,7 @@ def _check_time_order(settings: MonitorSettings, camera: str, first: float) -> N
 
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.config import load_settings, read_yaml
+    from monitor.config.secrets import with_systemd_credentials
     from monitor.daemon.service import Monitor
     from monitor.sources.video import VideoSource, is_network
 
@@ -107,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, **overrides)
     if args.log_dir is not None:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"dir": args.log_dir})})
-    settings = _with_credentials(settings)
+    settings = with_systemd_credentials(settings)
     if source and not is_network(source):
         # One file: one line if it cannot be read, before anything starts (a config of many
         # cameras keeps the others running when one fails).
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             fresh = load_settings(args.config, **overrides)
             if args.log_dir is not None:
                 fresh = fresh.model_copy(update={"log": fresh.log.model_copy(update={"dir": args.log_dir})})
-            return _with_credentials(fresh)
+            return with_systemd_credentials(fresh)
 
     # Building the monitor loads the describer (a VLM takes seconds): a SIGTERM or SIGHUP that
     # arrives meanwhile is kept and acted on once the monitor exists, instead of killing it.
@@ -135,7 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     files_only = not any(is_network(c.source) for c in settings.cameras)
     progress = Progress() if files_only and sys.stderr.isatty() else None
     echo = None if args.quiet else LineWriter(lambda: sys.stdout)
-    monitor = Monitor(settings, echo=echo, realtime=args.realtime or None, reload=reload, progress=progress)
+    monitor = Monitor(
+        settings, echo=echo, realtime=args.realtime or None, reload=reload, progress=progress, role=args.role
+    )
     # SIGTERM (systemctl stop): stop reading, describe and write what is queued, flush, exit 0.
     # SIGHUP (systemctl reload): reopen the log files; with --config, re-read it and apply its
     # cameras (added, removed, changed) without touching the others; an invalid one is refused.
@@ -172,19 +175,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_credentials(settings: MonitorSettings) -> MonitorSettings:
-    """Under systemd, `LoadCredential=redis-password:...` puts the Redis password in
-    `$CREDENTIALS_DIRECTORY/redis-password`: use it when no password is configured."""
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    redis = settings.redis
-    if not cred_dir or redis.password is not None or redis.password_file is not None:
-        return settings
-    path = Path(cred_dir) / "redis-password"
-    if not path.is_file():
-        return settings
-    return settings.model_copy(update={"redis": redis.model_copy(update={"password_file": path})})
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     """The settings `run` would start with, refused with the same lines: the same validation,
     the detector's model loaded, a VLM checkpoint checked; sources that cannot be read now are
@@ -216,6 +206,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
     print(f"{args.file}: OK ({len(settings.cameras)} camera(s){note})")
     return 0
+
+
+def cmd_describe_worker(args: argparse.Namespace) -> int:
+    from monitor.cluster.worker import run_worker
+
+    return run_worker(args)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -375,6 +371,7 @@ BENCHES = {
     "redis": ("monitor.bench.redis_sink", "bench_redis"),
     "service": ("monitor.bench.service", "bench_service"),
     "alerts": ("monitor.bench.alerts", "bench_alerts"),
+    "cluster": ("monitor.bench.cluster", "bench_cluster"),
     "model": ("monitor.bench.model", "bench_model"),
     "changelog": ("monitor.bench.changelog", "bench_changelog"),
 }

@@ -31,7 +31,7 @@ def test_bench_service_bad_arguments_are_one_line() -> None:
 def test_bench_alerts_measures_onset_and_settled_latency() -> None:
     """A short real run: 2 RTSP cameras, a redis-server, mosquitto; the JSON holds both outputs'
     onset latencies for the same changes, each settled event after its own onset alert."""
-    proc = run_monitor("bench", "alerts", "--cameras", "2", "--seconds", "26", "--warmup", "4", "--json", timeout=120)
+    proc = run_monitor("bench", "alerts", "--cameras", "2", "--seconds", "22", "--warmup", "4", "--json", timeout=120)
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     lat = res["latency_s"]

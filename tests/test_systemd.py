@@ -86,8 +86,8 @@ def test_unit_has_what_the_daemon_needs() -> None:
 
 
 def test_redis_password_from_systemd_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.commands import _with_credentials
     from monitor.config import load_settings
+    from monitor.config.secrets import with_systemd_credentials as _with_credentials
 
     (tmp_path / "redis-password").write_text("s3cret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
@@ -98,3 +98,37 @@ def test_redis_password_from_systemd_credential(tmp_path: Path, monkeypatch: pyt
     assert _with_credentials(given).redis.password_file is None
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "none"))
     assert _with_credentials(load_settings(None)).redis.password_file is None
+
+
+ROLE_UNITS = {"monitor-gate.service": "monitor-gate.service", "monitor-describe@.service": "monitor-describe@0.service"}
+
+
+@pytest.mark.parametrize("name", sorted(ROLE_UNITS))
+def test_role_units_verify_and_are_hardened(name: str, tmp_path: Path) -> None:
+    """The scale-out units: verified (the template as an instance), exposure at most 2.0."""
+    unit = REPO / "systemd" / name
+    stub = tmp_path / "bin" / "monitor"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    copy = tmp_path / ROLE_UNITS[name]
+    copy.write_text(unit.read_text().replace(EXEC, str(stub)))
+    proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not [ln for ln in (proc.stdout + proc.stderr).splitlines() if ROLE_UNITS[name] in ln]
+    sec = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(copy)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    m = re.search(r"Overall exposure level for \S+:\s*([0-9.]+)", sec.stdout)
+    assert m and float(m.group(1)) <= 2.0, sec.stdout + sec.stderr
+    one = {k: v[-1] for k, v in directives(unit.read_text()).items()}
+    assert one["Type"] == "notify" and one["Restart"] == "on-failure" and one["DynamicUser"] == "yes"
+    assert one["LoadCredential"] == "redis-password:/etc/monitor/redis-password"
+    if name == "monitor-gate.service":
+        assert one["ExecStart"] == EXEC + " run --role gate --config /etc/monitor/monitor.yaml --quiet"
+        assert one["PrivateDevices"] == "yes"  # no GPU on a gate node
+    else:
+        assert one["ExecStart"].startswith(EXEC + " describe-worker --config /etc/monitor/monitor.yaml --name %H")
+        assert "CUDA_VISIBLE_DEVICES=%i" in directives(unit.read_text())["Environment"]  # one GPU each
+        assert "char-nvidia-frontend rw" in " ".join(directives(unit.read_text())["DeviceAllow"])

@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,45 +26,27 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import redis
 import yaml
 
-from monitor.bench.gate import footage_dir
 from monitor.bench.local_mqtt import Mosquitto
 from monitor.bench.local_redis import LocalRedisServer, free_port
 from monitor.bench.output import report
 from monitor.bench.rtsp_server import RtspServer
-from monitor.bench.service import DEFAULT_VIDEO, cpu_seconds, percentile
+from monitor.bench.service import (
+    StreamTail,
+    cpu_seconds,
+    latency_row,
+    latency_stats,
+    print_rows,
+    rtsp_bench_inputs,
+    spawn_monitor,
+    terminate,
+)
 from monitor.errors import MonitorError
 from monitor.records import unix_time
 
 GOAL_P95_S = 0.5
 RULE = "any-change"
-
-
-class _Streams(threading.Thread):
-    """Each entry of `<prefix>:alerts` and `<prefix>:events`, with Redis' clock at its XADD."""
-
-    def __init__(self, port: int, prefix: str):
-        super().__init__(name="bench-redis", daemon=True)
-        self.client = redis.Redis(port=port, decode_responses=True)
-        self.keys = {f"{prefix}:alerts": "0-0", f"{prefix}:events": "0-0"}
-        self.alerts: list[tuple[float, dict]] = []
-        self.events: list[tuple[float, dict]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                got = self.client.xread(self.keys, block=200, count=1000)
-            except redis.RedisError:
-                self.stop.wait(0.2)
-                continue
-            for key, entries in got or []:
-                for entry_id, fields in entries:
-                    self.keys[key] = entry_id
-                    at = int(entry_id.split("-")[0]) / 1000.0
-                    (self.alerts if key.endswith(":alerts") else self.events).append((at, fields))
 
 
 class _Subscriber:
@@ -108,14 +86,7 @@ def _config(path: Path, urls: list[str], work: Path, redis_url: str, mqtt_url: s
 def run_alerts_bench(
     cameras: int = 8, seconds: float = 120.0, warmup: float = 20.0, sample_fps: float = 2.0, video: Path | None = None
 ) -> dict[str, Any]:
-    if seconds <= warmup:
-        raise MonitorError(f"bench alerts: --seconds ({seconds:g}) must be longer than --warmup ({warmup:g})")
-    video = video or footage_dir() / DEFAULT_VIDEO
-    if not video.is_file():
-        raise MonitorError(f"bench alerts: no such video: {video}")
-    missing = RtspServer.available()
-    if missing:
-        raise MonitorError(f"bench alerts: {missing}")
+    video = rtsp_bench_inputs("alerts", seconds, warmup, video)
     with tempfile.TemporaryDirectory(prefix="monitor-bench-alerts-") as tmp:
         work = Path(tmp)
         server = RtspServer(video, free_port(), [f"/cam{i:02d}" for i in range(cameras)], True)
@@ -123,16 +94,12 @@ def run_alerts_bench(
         server.start()
         rds.start()
         broker.start()
-        streams, sub = _Streams(rds.port, "bench"), _Subscriber(broker.port, "bench")
+        streams = StreamTail(rds.port, ["bench:alerts", "bench:events"])
+        sub = _Subscriber(broker.port, "bench")
         streams.start()
         cfg = work / "alerts.yaml"
         _config(cfg, server.urls, work, rds.url, f"mqtt://127.0.0.1:{broker.port}", sample_fps)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
-        with open(work / "daemon.log", "wb") as diag:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(cfg), "--quiet"],
-                stdout=subprocess.DEVNULL, stderr=diag, env=env,
-            )  # fmt: skip
+        proc = spawn_monitor(["run", "--config", str(cfg), "--quiet"], work / "daemon.log")
         try:
             t0 = time.time()
             cpu0 = None
@@ -146,12 +113,7 @@ def run_alerts_bench(
             cpu1 = (time.time(), cpu_seconds(proc.pid))
             time.sleep(GOAL_P95_S + 1.0)  # what was decided before the end arrives
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
             streams.stop.set()
             sub.close()
             server.stop()
@@ -162,30 +124,22 @@ def run_alerts_bench(
     return _report(cameras, sample_fps, video, warmup, cpu0, cpu1, streams, sub)
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    def r(v: float | None) -> float | None:
-        return None if v is None else round(v, 3)
-
-    return {"n": len(values), "p50": r(percentile(values, 50)), "p95": r(percentile(values, 95)),
-            "max": r(max(values, default=None))}  # fmt: skip
-
-
-def _report(cameras, fps, video, warmup, cpu0, cpu1, streams: _Streams, sub: _Subscriber) -> dict[str, Any]:
+def _report(cameras, fps, video, warmup, cpu0, cpu1, streams: StreamTail, sub: _Subscriber) -> dict[str, Any]:
     t_from, t_to = cpu0[0], cpu1[0]
     onset_at: dict[str, float] = {}  # change_id -> t_onset (the onset frame's read time)
     redis_onset, mqtt_onset, settled_from_onset, settled_from_after = [], [], [], []
-    for at, f in streams.alerts:
+    for at, f in streams.entries["bench:alerts"]:
         if f.get("phase") == "onset" and t_from <= (t := unix_time(f["t_onset"])) <= t_to:
             onset_at[f["change_id"]] = t
             redis_onset.append(at - t)
     for at, body in sub.got:
         if body.get("phase") == "onset" and body["change_id"] in onset_at:
             mqtt_onset.append(at - onset_at[body["change_id"]])
-    for at, f in streams.events:
+    for at, f in streams.entries["bench:events"]:
         if f.get("kind") == "change" and f.get("change_id") in onset_at:
             settled_from_onset.append(at - onset_at[f["change_id"]])
             settled_from_after.append(at - unix_time(f["t_after"]))
-    nothing = sum(1 for _, f in streams.alerts if f.get("phase") == "settled" and "event_id" not in f)
+    nothing = sum(1 for _, f in streams.entries["bench:alerts"] if f.get("phase") == "settled" and "event_id" not in f)
     span = t_to - t_from
     res: dict[str, Any] = {
         "benchmark": "alerts",
@@ -200,10 +154,10 @@ def _report(cameras, fps, video, warmup, cpu0, cpu1, streams: _Streams, sub: _Su
         "ended_unlogged": nothing,
         "daemon_cpu_percent": round(100.0 * (cpu1[1] - cpu0[1]) / span, 1),
         "latency_s": {
-            "onset_to_alert_redis": _stats(redis_onset),
-            "onset_to_alert_mqtt": _stats(mqtt_onset),
-            "onset_to_settled_event_redis": _stats(settled_from_onset),
-            "after_frame_to_event_redis": _stats(settled_from_after),
+            "onset_to_alert_redis": latency_stats(redis_onset),
+            "onset_to_alert_mqtt": latency_stats(mqtt_onset),
+            "onset_to_settled_event_redis": latency_stats(settled_from_onset),
+            "after_frame_to_event_redis": latency_stats(settled_from_after),
         },
     }
     res["goals"] = {
@@ -231,13 +185,8 @@ def print_table(res: dict[str, Any]) -> None:
         "after_frame_to_event_redis": "after frame -> event, Redis",
     }
     for key, name in names.items():
-        s = res["latency_s"][key]
-        rows.append((f"latency {name}", f"p50 {s['p50']} s, p95 {s['p95']} s, max {s['max']} s (n={s['n']})"))
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    for name, g in res["goals"].items():
-        print(f"goal {name}: {g['value']} ({g['goal']}) {'PASS' if g['met'] else 'FAIL'}")
+        rows.append(latency_row(name, res["latency_s"][key]))
+    print_rows(rows, res["goals"])
 
 
 def bench_alerts(args: argparse.Namespace) -> int:

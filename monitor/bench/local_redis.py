@@ -1,6 +1,7 @@
 """A private `redis-server` (the Debian package's binary) on a free loopback port, without
-persistence: for the benchmarks and the tests. Start, stop (SIGTERM), kill (SIGKILL: an outage
-with no goodbye) and restart it on the same port."""
+persistence unless `aof=True` (an append-only file fsync'd on every write, as scale-out needs):
+for the benchmarks and the tests. Start, stop (SIGTERM), kill (SIGKILL: an outage with no
+goodbye) and restart it on the same port."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def free_port() -> int:
 
 
 class LocalRedisServer:
-    def __init__(self, workdir: Path, password: str | None = None, port: int | None = None):
+    def __init__(self, workdir: Path, password: str | None = None, port: int | None = None, aof: bool = False):
         binary = shutil.which("redis-server")
         if not binary:
             raise MonitorError("redis-server is not installed (Debian package redis-server)")
@@ -32,6 +33,7 @@ class LocalRedisServer:
         self.workdir = workdir
         self.password = password
         self.port = port or free_port()
+        self.aof = aof
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -45,7 +47,8 @@ class LocalRedisServer:
     def start(self) -> LocalRedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-                "--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"]  # fmt: skip
+                "--save", "", "--protected-mode", "no", "--daemonize", "no"]  # fmt: skip
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -63,7 +66,7 @@ class LocalRedisServer:
         self.client().flushall()
 
     def kill(self) -> None:
-        """SIGKILL: the data is lost (no persistence)."""
+        """SIGKILL: the data is lost (unless `aof`)."""
         self._signal(signal.SIGKILL)
 
     def stop(self) -> None:

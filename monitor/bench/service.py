@@ -101,16 +101,15 @@ class _LogTail(threading.Thread):
                 self.seen.extend((now, json.loads(line)) for line in lines if line.strip())
 
 
-class _RedisTail(threading.Thread):
-    """Each `<prefix>:events` entry with Redis' own clock at its XADD (the entry id, ms), and
-    each `<prefix>:stats` record."""
+class StreamTail(threading.Thread):
+    """Each entry of the given streams, with Redis' own clock at its XADD (the entry id, ms):
+    `entries[key]` is a list of (time, fields)."""
 
-    def __init__(self, port: int, prefix: str):
+    def __init__(self, port: int, keys: list[str]):
         super().__init__(name="bench-redis-tail", daemon=True)
         self.client = redis.Redis(port=port, decode_responses=True)
-        self.keys = {f"{prefix}:events": "0-0", f"{prefix}:stats": "0-0"}
-        self.seen: list[tuple[float, dict]] = []
-        self.stats: list[tuple[float, dict]] = []
+        self.keys = dict.fromkeys(keys, "0-0")
+        self.entries: dict[str, list[tuple[float, dict]]] = {k: [] for k in keys}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -123,11 +122,28 @@ class _RedisTail(threading.Thread):
             for key, entries in got or []:
                 for entry_id, fields in entries:
                     self.keys[key] = entry_id
-                    at = int(entry_id.split("-")[0]) / 1000.0
-                    if key.endswith(":stats"):
-                        self.stats.append((at, json.loads(fields["json"])))
-                    else:
-                        self.seen.append((at, fields))
+                    self.entries[key].append((int(entry_id.split("-")[0]) / 1000.0, fields))
+
+
+def spawn_monitor(args: list[str], log: Path) -> subprocess.Popen:
+    """`python -m monitor ARGS` as its own process, diagnostics to `log`, no `MONITOR_...` of ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    with open(log, "wb") as diag:
+        return subprocess.Popen(
+            [sys.executable, "-m", "monitor", *args], stdout=subprocess.DEVNULL, stderr=diag, env=env
+        )
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _write_config(path: Path, urls: list[str], work: Path, redis_url: str, http_port: int, window: float) -> None:
@@ -145,6 +161,19 @@ def _write_config(path: Path, urls: list[str], work: Path, redis_url: str, http_
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
 
 
+def rtsp_bench_inputs(name: str, seconds: float, warmup: float, video: Path | None) -> Path:
+    """The footage an RTSP benchmark serves, after checking its arguments and the RTSP server."""
+    if seconds <= warmup:
+        raise MonitorError(f"bench {name}: --seconds ({seconds:g}) must be longer than --warmup ({warmup:g})")
+    video = video or footage_dir() / DEFAULT_VIDEO
+    if not video.is_file():
+        raise MonitorError(f"bench {name}: no such video: {video}")
+    missing = RtspServer.available()
+    if missing:
+        raise MonitorError(f"bench {name}: {missing}")
+    return video
+
+
 def run_service_bench(
     cameras: int = GOAL_CAMERAS,
     seconds: float = 120.0,
@@ -155,14 +184,7 @@ def run_service_bench(
     sample_every: float = 1.0,
 ) -> dict[str, Any]:
     """Run the service for `seconds` (warm-up included) and return the measurements."""
-    if seconds <= warmup:
-        raise MonitorError(f"bench service: --seconds ({seconds:g}) must be longer than --warmup ({warmup:g})")
-    video = video or footage_dir() / DEFAULT_VIDEO
-    if not video.is_file():
-        raise MonitorError(f"bench service: no such video: {video}")
-    missing = RtspServer.available()
-    if missing:
-        raise MonitorError(f"bench service: {missing}")
+    video = rtsp_bench_inputs("service", seconds, warmup, video)
     settle = GateConfig().settle_s
     with tempfile.TemporaryDirectory(prefix="monitor-bench-service-") as tmp:
         work = Path(tmp)
@@ -173,15 +195,10 @@ def run_service_bench(
         cfg, http_port = work / "service.yaml", free_port()
         _write_config(cfg, server.urls, work, rds.url, http_port, reorder_window)
         log_tail = _LogTail(work / "logs" / "changes.jsonl")
-        redis_tail = _RedisTail(rds.port, "bench")
+        redis_tail = StreamTail(rds.port, ["bench:events", "bench:stats"])
         log_tail.start()
         redis_tail.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
-        with open(work / "daemon.log", "wb") as diag:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(cfg), "--quiet"],
-                stdout=subprocess.DEVNULL, stderr=diag, env=env,
-            )  # fmt: skip
+        proc = spawn_monitor(["run", "--config", str(cfg), "--quiet"], work / "daemon.log")
         try:
             t0 = time.time()
             samples: list[tuple[float, float, int]] = []  # (t, rss MB, threads)
@@ -203,12 +220,7 @@ def run_service_bench(
             health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5).read())
             time.sleep(reorder_window + 0.5)  # events decided before the end reach the log
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
             log_tail.stop.set()
             redis_tail.stop.set()
             server.stop()
@@ -231,7 +243,7 @@ def _latencies(seen: list[tuple[float, dict]], t_from: float, t_to: float) -> li
     return out
 
 
-def _stats(values: list[float], extra: float = 0.0) -> dict[str, Any]:
+def latency_stats(values: list[float], extra: float = 0.0) -> dict[str, Any]:
     def r(v):
         return None if v is None else round(v + extra, 3)
 
@@ -249,14 +261,15 @@ def _report(cameras, video, warmup, settle, window, loop_seconds, warm, end, sam
     _rss_now, threads_end = last
     daemon_cpu = 100.0 * (end["cpu"] - warm["cpu"]) / span
     log_lat = _latencies(logged, warm["t"], end["t"])
-    redis_lat = _latencies(redis_tail.seen, warm["t"], end["t"])
+    redis_lat = _latencies(redis_tail.entries["bench:events"], warm["t"], end["t"])
     # Python threads, from the daemon's own stats records (every 10 s) after the warm-up
-    py_threads = [rec["threads"] for t, rec in redis_tail.stats if warm["t"] <= t <= end["t"]]
+    stats = [(t, json.loads(f["json"])) for t, f in redis_tail.entries["bench:stats"]]
+    py_threads = [rec["threads"] for t, rec in stats if warm["t"] <= t <= end["t"]]
     events = [e for t, e in logged if e.get("kind") == "change" and warm["t"] <= unix_time(e["t_after"]) <= end["t"]]
     third = span / 3
     first = sum(1 for e in events if unix_time(e["t_after"]) < warm["t"] + third)
     final = sum(1 for e in events if unix_time(e["t_after"]) >= end["t"] - third)
-    from_change = _stats(log_lat, settle)
+    from_change = latency_stats(log_lat, settle)
     up = sum(1 for c in health["cameras"].values() if c["state"] == "up")
     result = {
         "benchmark": "service",
@@ -292,10 +305,10 @@ def _report(cameras, video, warmup, settle, window, loop_seconds, warm, end, sam
         "rtsp_server_cpu_percent": round(100.0 * (end["server"] - warm["server"]) / span, 1),
         "redis_cpu_percent": round(100.0 * (end["redis"] - warm["redis"]) / span, 1),
         "latency_s": {
-            "after_frame_to_log": _stats(log_lat),
-            "after_frame_to_redis": _stats(redis_lat),
+            "after_frame_to_log": latency_stats(log_lat),
+            "after_frame_to_redis": latency_stats(redis_lat),
             "change_to_log": from_change,
-            "change_to_redis": _stats(redis_lat, settle),
+            "change_to_redis": latency_stats(redis_lat, settle),
         },
     }
     p95 = from_change["p95"]
@@ -306,6 +319,19 @@ def _report(cameras, video, warmup, settle, window, loop_seconds, warm, end, sam
         "rss_mb": {"goal": f"<= {GOAL_RSS_MB:g}", "value": round(rss_end, 1), "met": rss_end <= GOAL_RSS_MB},
     }  # fmt: skip
     return result
+
+
+def latency_row(name: str, s: dict[str, Any]) -> tuple[str, str]:
+    return f"latency {name}", f"p50 {s['p50']} s, p95 {s['p95']} s, max {s['max']} s (n={s['n']})"
+
+
+def print_rows(rows: list[tuple[str, str]], goals: dict[str, dict[str, Any]]) -> None:
+    """Name / value rows aligned, then one PASS / FAIL line per goal."""
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    for name, g in goals.items():
+        print(f"goal {name}: {g['value']} ({g['goal']}) {'PASS' if g['met'] else 'FAIL'}")
 
 
 def print_table(res: dict[str, Any]) -> None:
@@ -325,13 +351,8 @@ def print_table(res: dict[str, Any]) -> None:
     ]  # fmt: skip
     for name, key in (("after frame -> log", "after_frame_to_log"), ("after frame -> Redis", "after_frame_to_redis"),
                       ("change -> log", "change_to_log"), ("change -> Redis", "change_to_redis")):  # fmt: skip
-        s = lat[key]
-        rows.append((f"latency {name}", f"p50 {s['p50']} s, p95 {s['p95']} s, max {s['max']} s (n={s['n']})"))
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    for name, g in res["goals"].items():
-        print(f"goal {name}: {g['value']} ({g['goal']}) {'PASS' if g['met'] else 'FAIL'}")
+        rows.append(latency_row(name, lat[key]))
+    print_rows(rows, res["goals"])
 
 
 def bench_service(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from monitor.config.sections import (
     AlertRule,
     CameraConfig,
     CapturesConfig,
+    ClusterConfig,
     DescriberConfig,
     DetectorConfig,
     GateConfig,
@@ -27,8 +28,8 @@ from monitor.config.settings import MonitorSettings
 from monitor.config.yaml_source import read_yaml
 
 __all__ = [
-    "AlertRule", "CameraConfig", "CapturesConfig", "DescriberConfig", "DetectorConfig", "GateConfig", "HttpConfig",
-    "JobsConfig", "LogConfig", "MonitorSettings", "MqttConfig", "Point", "Polygon", "RedisConfig", "ReviewConfig",
-    "Strict", "Zone",
+    "AlertRule", "CameraConfig", "CapturesConfig", "ClusterConfig", "DescriberConfig", "DetectorConfig", "GateConfig",
+    "HttpConfig", "JobsConfig", "LogConfig", "MonitorSettings", "MqttConfig", "Point", "Polygon", "RedisConfig",
+    "ReviewConfig", "Strict", "Zone",
     "format_errors", "load_settings", "read_yaml",
 ]  # fmt: skip

@@ -320,6 +320,20 @@ class MqttConfig(Strict):
     backoff_max_s: float = Field(30.0, gt=0, description="reconnect backoff cap")
 
 
+class ClusterConfig(Strict):
+    """Scale-out on Redis Streams: `run --role gate` nodes and `describe-worker` processes."""
+
+    node: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="this gate node's name; default the host name"
+    )
+    max_undescribed: int = Field(
+        256, ge=1, description="candidates in the stream beyond which a gate coalesces locally"
+    )
+    describe_timeout_s: float = Field(30.0, gt=0, description="undescribed this long: the embedded sentence, marked so")
+    claim_idle_ms: int = Field(60_000, ge=100, description="workers take over candidates read but unacked this long")
+    jpeg_quality: int = Field(90, ge=30, le=100, description="frames in the candidates stream")
+
+
 class AlertRule(Strict):
     """Which events also go to <prefix>:alerts. Every condition given must hold."""
 

@@ -12,6 +12,7 @@ from monitor.config.sections import (
     AlertRule,
     CameraConfig,
     CapturesConfig,
+    ClusterConfig,
     DescriberConfig,
     GateConfig,
     HttpConfig,
@@ -40,6 +41,7 @@ class MonitorSettings(BaseSettings):
     captures: CapturesConfig = Field(default_factory=CapturesConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="wrap")
     @classmethod

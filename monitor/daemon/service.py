@@ -12,8 +12,9 @@ from typing import TextIO
 import structlog
 
 from monitor.config import CameraConfig, MonitorSettings
-from monitor.daemon.camera_health import HealthNotice, StartTally
+from monitor.daemon.camera_health import StartTally
 from monitor.daemon.camera_reader import DONE, CameraReader, CameraRun
+from monitor.daemon.describing import DescribeStage, LocalDescribing
 from monitor.daemon.http_health import HealthServer, Metrics
 from monitor.daemon.jobs import Jobs, StatsJob, daemon_jobs
 from monitor.daemon.notify import BeatingDescriber, CameraProbe, Heartbeats, Notifier, StatusLine, Watchdog
@@ -24,7 +25,6 @@ from monitor.describe.base import Describer
 from monitor.describe.factory import build_describer
 from monitor.errors import MonitorError, mask_secrets
 from monitor.gate.change_gate import ChangeGate
-from monitor.order.events import change_event, health_event
 from monitor.order.orderer import EventOrderer
 from monitor.order.time_order import TimeOrder
 from monitor.records import ChangeEvent
@@ -61,6 +61,7 @@ class Monitor:
         notifier: Notifier | None = None,
         reload: Callable[[], MonitorSettings] | None = None,
         progress: Progress | None = None,
+        role: str = "all",
     ):
         self.settings = settings
         self._progress = progress  # a terminal's progress line (file runs), fed the snapshot
@@ -72,6 +73,8 @@ class Monitor:
         # are alive. A no-op outside systemd (no NOTIFY_SOCKET).
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.heartbeats = Heartbeats()
+        if role == "gate":  # no describer of its own: the embedded one only for changes nobody described in time
+            describer = describer or build_describer(settings.describer.model_copy(update={"kind": "embedded"}))
         self.describer = BeatingDescriber(describer or build_describer(settings.describer), self.heartbeats)
         self.stop_event = threading.Event()
         self._stop_at: float | None = None  # monotonic time of the first stop()
@@ -84,6 +87,15 @@ class Monitor:
         self.http = HealthServer(self.snapshot, self.metrics.registry, bind) if bind else None
         self.writer = EventWriter(settings, echo=echo)
         self.orderer = EventOrderer(settings.log.reorder_window_s)
+        self.stage: DescribeStage
+        if role == "gate":
+            from monitor.cluster.gate_node import RemoteDescribing
+
+            self.stage = RemoteDescribing(settings, self.describer, self.orderer, self.writer)
+        else:
+            self.stage = LocalDescribing(
+                self.describer, self.orderer, self.writer, self.metrics, settings.describer.batch_size
+            )
         self.stats_job = StatsJob(self.snapshot, self.writer.redis)
         self.jobs: Jobs | None = None
         # One bounded queue per camera: a stalled describer never holds a reader back; the
@@ -166,7 +178,8 @@ class Monitor:
         if not self.cameras:
             raise MonitorError("no cameras configured (give --source or a config with cameras:)")
         last = self.writer.start()
-        self._time_order = TimeOrder(self.writer.logged_until)
+        self._time_order = self.stage.time_order = TimeOrder(self.writer.logged_until)
+        last = self.stage.start(last)  # the gate role: what is still in the candidates stream
         for cam, seq in last.items():
             self.orderer.set_start(cam, seq)
         if last:
@@ -182,16 +195,20 @@ class Monitor:
         if self.http is not None:
             self.http.start()
         try:
-            while self._live:
+            while self._live or self.stage.pending():
                 self.heartbeats.beat("main")
                 if self._stop_at is not None and time.monotonic() - self._stop_at > DRAIN_S:
-                    log.warning("drain_timeout", cameras_still_reading=self._live, queued=self._candidates.qsize())
+                    log.warning(
+                        "drain_timeout", cameras_still_reading=self._live, queued=self._candidates.qsize(),
+                        undescribed=self.stage.pending(),
+                    )  # fmt: skip
                     break
-                batch = self._next_batch()
+                batch = self.stage.take(self._candidates)
                 self._live -= sum(1 for item in batch if item is DONE)
                 cands = [c for c in batch if c is not DONE]
                 if cands:
-                    self._describe(cands)
+                    self.stage.handle(cands)
+                self.stage.poll()
                 self._emit(self.orderer.pop_ready())
                 self._lifecycle()
                 if self._progress is not None:
@@ -340,35 +357,9 @@ class Monitor:
         """`cameras up 3/4, 12 events/min, 40 events` (systemctl status shows it)."""
         return self._status_line(self.snapshot())
 
-    def _next_batch(self) -> list:
-        """Up to batch_size items, taken round-robin across the cameras' queues. A model describer
-        waits up to its max_wait_s for more changes (from any camera) to fill the batch."""
-        size = self.settings.describer.batch_size
-        batch = self._candidates.take(size, timeout=0.2)
-        deadline = time.monotonic() + getattr(self.describer, "max_wait_s", 0.0)
-        while batch and len(batch) < size and (left := deadline - time.monotonic()) > 0:
-            batch += self._candidates.take(size - len(batch), timeout=left)
-        return batch
-
     def _emit(self, events: list[ChangeEvent]) -> None:
         self.writer.write(events)
-
-    def _describe(self, cands: list) -> None:
-        real = [c for c in cands if not isinstance(c, HealthNotice)]
-        with self.metrics.describe_seconds.time():
-            descriptions = iter(self.describer.describe(real) if real else [])
-        for item in cands:  # in arrival order: a camera's seq follows what happened to it
-            health = isinstance(item, HealthNotice)
-            desc = None if health else next(descriptions)
-            if not self._time_order.admit(item.camera_id, item.at if health else item.after.wall_time):
-                continue
-            if health:
-                self.orderer.push(health_event(item, self.orderer.next_seq(item.camera_id)))
-            else:
-                seq = self.orderer.next_seq(item.camera_id)
-                event = change_event(item, seq, desc, self.describer.name)
-                self.writer.hold(event, item)
-                self.orderer.push(event)
+        self.stage.written(events)
 
 
 def camera_snapshot(

@@ -1,0 +1,205 @@
+"""`monitor describe-worker`: one member of the consumer group `describers` on
+`<prefix>:candidates`. Start as many as there are GPUs (or cores), on as many machines, and stop
+them at will: Redis' consumer group hands each candidate to one of them.
+
+Per batch: XREADGROUP (across every gate node and camera), describe (the VLM on the GPU, or the
+embedded describer), then for each candidate, in one MULTI/EXEC: XADD the finished event to the
+gate node's results stream and XACK the candidate, so a worker killed mid-batch leaves its
+candidates pending, never half-done. Every `claim_every_s` it XAUTOCLAIMs candidates another
+worker read but has not acknowledged for `cluster.claim_idle_ms` (set it above the p99 describe
+time) and describes them. A gate may get the same result twice (a slow worker whose batch was
+claimed meanwhile): it writes each camera's seq once. A malformed or foreign entry is
+acknowledged, deleted and logged, once, and never stops the worker."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import redis
+import structlog
+
+from monitor.backoff import backoff_delay, backoff_policy
+from monitor.cluster.wire import WireError, decode_candidate, header, result_fields
+from monitor.describe.base import Describer
+from monitor.errors import mask_secrets, mask_url
+from monitor.order.events import change_event
+from monitor.records import ChangeCandidate
+
+log = structlog.get_logger(__name__)
+
+GROUP = "describers"
+BLOCK_MS = 1000
+RESULTS_MAXLEN = 100_000
+_ERRORS = (redis.RedisError, OSError)
+
+
+def candidates_key(prefix: str) -> str:
+    return f"{prefix}:candidates"
+
+
+def results_key(prefix: str, node: str) -> str:
+    return f"{prefix}:described:{node}"
+
+
+class DescribeWorker:
+    def __init__(
+        self,
+        client: redis.Redis,  # decode_responses=False: the frames are bytes
+        describer: Describer,
+        prefix: str = "monitor",
+        name: str | None = None,
+        claim_idle_ms: int = 60_000,
+        batch_size: int = 8,
+        url: str = "",
+    ):
+        self.client = client
+        self.describer = describer
+        self.key = candidates_key(prefix)
+        self.name = name or socket.gethostname() or "worker"
+        self.claim_idle_ms = claim_idle_ms
+        self.claim_every_s = min(max(claim_idle_ms / 2000, 0.05), 5.0)
+        self.batch_size = batch_size
+        self.url = mask_url(url)
+        self.described = 0
+        self.malformed = 0
+        self.claimed = 0
+
+    # -- one pass ------------------------------------------------------------------------
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, start: str = ">", block_ms: int | None = BLOCK_MS) -> list[tuple[bytes, dict]]:
+        """Up to a batch of entries: new ones (`>`) or this worker's own pending ones (`0`)."""
+        reply = self.client.xreadgroup(GROUP, self.name, {self.key: start}, count=self.batch_size, block=block_ms)
+        return [(i, f) for _, entries in reply or [] for i, f in entries]
+
+    def claim_idle(self) -> list[tuple[bytes, dict]]:
+        """Candidates another worker read and has not acknowledged for claim_idle_ms."""
+        reply = self.client.xautoclaim(self.key, GROUP, self.name, self.claim_idle_ms, "0-0", count=self.batch_size)
+        taken = [(i, f) for i, f in reply[1] if i is not None]
+        if taken:
+            self.claimed += len(taken)
+            log.info("candidates_claimed", worker=self.name, count=len(taken), note="from a worker that went quiet")
+        return taken
+
+    def handle(self, entries: list[tuple[bytes, dict]]) -> int:
+        """Describe the change candidates among `entries`, write their results, ack them all."""
+        todo: list[tuple[str, str, int, ChangeCandidate]] = []
+        skip: list[bytes] = []
+        bad: list[bytes] = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted by its gate meanwhile (it wrote it already): nothing to do
+                skip.append(entry_id)
+                continue
+            try:
+                _node, reply, _camera, seq, kind = header(fields)
+                if kind != "change":  # a health event: the gate writes it itself
+                    skip.append(entry_id)
+                    continue
+                todo.append((entry_id.decode(), reply, seq, decode_candidate(fields)))
+            except WireError as exc:
+                self.malformed += 1
+                log.warning("candidate_malformed", worker=self.name, entry=entry_id.decode(), problem=str(exc))
+                bad.append(entry_id)
+        if skip or bad:
+            self.client.xack(self.key, GROUP, *skip, *bad)
+        if bad:  # nobody's candidate: it would count against every gate's bound
+            self.client.xdel(self.key, *bad)
+        if not todo:
+            return 0
+        descriptions = self.describer.describe([cand for *_, cand in todo])
+        pipe = self.client.pipeline(transaction=True)
+        for (entry_id, reply, seq, cand), desc in zip(todo, descriptions, strict=True):
+            event = change_event(cand, seq, desc, self.describer.name)
+            pipe.xadd(reply, result_fields(event, entry_id, self.name), maxlen=RESULTS_MAXLEN)
+            pipe.xack(self.key, GROUP, entry_id)
+        pipe.execute()
+        self.described += len(todo)
+        return len(todo)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, should_stop: Callable[[], bool] = lambda: False, count: int | None = None) -> int:
+        """Until `should_stop()` (checked at least every second) or `count` described; Redis
+        outages are waited out with backoff (one line when it goes, one when it is back)."""
+        backoff, attempt, down_since, started = backoff_policy(cap=30.0, base=0.1), 0, None, False
+        next_claim = 0.0
+        while not should_stop() and (count is None or self.described < count):
+            try:
+                if not started:
+                    self.ensure_group()
+                    while self.handle(own := self.read("0", None)) or own:  # a restart under this name resumes
+                        pass
+                    started = True
+                    log.info("describe_worker_ready", worker=self.name, url=self.url, describer=self.describer.name)
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self.claim_every_s
+                    self.handle(self.claim_idle())
+                self.handle(self.read(">", int(min(BLOCK_MS, self.claim_every_s * 1000))))
+            except _ERRORS as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("redis_unavailable", worker=self.name, url=self.url,
+                                error=mask_secrets(f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                attempt += 1
+                end = time.monotonic() + backoff_delay(backoff, attempt)
+                while time.monotonic() < end and not should_stop():
+                    time.sleep(0.1)
+                started = started and not isinstance(exc, redis.ResponseError)  # NOGROUP after a flush
+                continue
+            if down_since is not None:
+                log.info("redis_recovered", worker=self.name, down_s=round(time.monotonic() - down_since, 1))
+                down_since, attempt = None, 0
+        return self.described
+
+
+def run_worker(args) -> int:
+    """`monitor describe-worker`: until SIGTERM / Ctrl-C (exit 0) or `--count` changes."""
+    import signal
+
+    from monitor.config import load_settings
+    from monitor.config.secrets import with_systemd_credentials
+    from monitor.daemon.notify import Notifier
+    from monitor.describe.factory import build_describer
+    from monitor.errors import ConfigError
+    from monitor.sinks.redis_streams import read_password
+
+    overrides = {"redis": {"url": args.redis}} if args.redis else {}
+    settings = with_systemd_credentials(load_settings(args.config, **overrides))
+    url = settings.redis.url
+    if not url:
+        raise ConfigError("describe-worker: no Redis: give --redis URL, redis.url in --config or $MONITOR_REDIS__URL")
+    if args.threads:  # before the describer exists: torch's pools are sized on first use
+        import cv2
+
+        cv2.setNumThreads(args.threads)
+        if settings.describer.kind == "vlm":
+            import torch
+
+            torch.set_num_threads(args.threads)
+            torch.set_num_interop_threads(args.threads)
+    stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stop.append(signum))
+    describer = build_describer(settings.describer)
+    client = redis.Redis.from_url(
+        url, password=read_password(settings.redis), decode_responses=False,
+        socket_connect_timeout=settings.redis.connect_timeout_s,
+        socket_timeout=settings.redis.connect_timeout_s + BLOCK_MS / 1000,  # a blocking read is no timeout
+    )  # fmt: skip
+    worker = DescribeWorker(
+        client, describer, settings.redis.prefix, args.name, settings.cluster.claim_idle_ms,
+        settings.describer.batch_size, url,
+    )  # fmt: skip
+    notifier = Notifier.from_env()
+    notifier.ready(f"describing as {worker.name}")
+    worker.run(should_stop=lambda: bool(stop), count=args.count)
+    notifier.stopping("stopping")
+    log.info("describe_worker_stopped", worker=worker.name, described=worker.described, malformed=worker.malformed,
+             claimed=worker.claimed)  # fmt: skip
+    return 0
