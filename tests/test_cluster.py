@@ -271,3 +271,33 @@ def test_bench_cluster_reports_every_pair_once() -> None:
     assert (run["lost"], run["duplicated"], run["in_order"], run["fallbacks"]) == (0, 0, True, 0)
     assert run["pairs_per_s"] > 0 and set(run["cpu_percent"]) == {"gate", "redis", "w0"}
     assert res["goals"]["nothing_lost_or_duplicated"]["met"] is True and "speedup_2_vs_1" not in res["goals"]
+
+
+def test_a_full_stream_makes_the_gate_coalesce_and_counts_it(tmp_path: Path) -> None:
+    """Backpressure: the stream never holds more than cluster.max_undescribed candidates; the
+    camera's queue coalesces meanwhile (counted), and the seq has no gap."""
+    rds = LocalRedisServer(tmp_path / "redis").start()
+    client = rds.client()
+    try:
+        room = {"id": "room", "source": str(need_video("one-by-one-person-detection.mp4"))}
+        config = write_config(
+            tmp_path / "gate.yaml", tmp_path, rds.url, [room], describe_timeout_s=1.5, max_undescribed=2
+        )
+        doc = yaml.safe_load(config.read_text())
+        doc["describer"]["queue_per_camera"] = 2
+        config.write_text(yaml.safe_dump(doc))
+        g = gate(config, tmp_path / "gate.log")
+        most = 0
+        while g.poll() is None:
+            most = max(most, client.xlen("monitor:candidates"))
+            time.sleep(0.01)
+        gate_log = finish(g, tmp_path / "gate.log")
+        events = read_events(tmp_path / "logs")
+        assert_once_in_order(events, client)
+    finally:
+        rds.stop()
+    assert 1 <= most <= 2, most
+    summary = next(line for line in gate_log.splitlines() if "camera_summary" in line)
+    coalesced = int(summary.split("coalesced=")[1].split()[0])
+    assert coalesced > 0 and len(events) == 12 - coalesced, (coalesced, len(events))
+    assert {e["describer"] for e in events} == {"embedded-fallback"}
