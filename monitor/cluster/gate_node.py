@@ -35,7 +35,7 @@ from monitor.cluster.wire import (
     encode_health,
     header,
 )
-from monitor.cluster.worker import candidates_key, results_key
+from monitor.cluster.worker import candidates_key, results_key, stream_client
 from monitor.config import MonitorSettings
 from monitor.daemon.camera_health import HealthNotice
 from monitor.daemon.queues import CameraQueues
@@ -45,7 +45,6 @@ from monitor.order.events import change_event, health_event
 from monitor.order.orderer import EventOrderer
 from monitor.order.time_order import TimeOrder
 from monitor.records import ChangeCandidate, ChangeEvent
-from monitor.sinks.redis_streams import read_password
 from monitor.sinks.writer import EventWriter
 
 log = structlog.get_logger(__name__)
@@ -78,10 +77,7 @@ class RemoteDescribing:
         prefix = settings.redis.prefix
         self.k_candidates, self.k_results = candidates_key(prefix), results_key(prefix, self.node)
         self.maxlen = settings.redis.maxlen
-        self.client = redis.Redis.from_url(
-            settings.redis.url, password=read_password(settings.redis), decode_responses=False,
-            socket_connect_timeout=settings.redis.connect_timeout_s, socket_timeout=settings.redis.connect_timeout_s,
-        )  # fmt: skip
+        self.client = stream_client(settings.redis)
         self.time_order = TimeOrder({})
         self._waiting: dict[str, dict[int, _Waiting]] = {}  # camera -> seq -> waiting
         self._done: dict[str, tuple[str | None, str | None]] = {}  # event_id -> (candidate, result) to delete

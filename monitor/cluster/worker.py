@@ -22,15 +22,17 @@ import structlog
 
 from monitor.backoff import backoff_delay, backoff_policy
 from monitor.cluster.wire import WireError, decode_candidate, header, result_fields
+from monitor.config import RedisConfig
 from monitor.describe.base import Describer
 from monitor.errors import mask_secrets, mask_url
 from monitor.order.events import change_event
 from monitor.records import ChangeCandidate
+from monitor.sinks.redis_streams import read_password
+from monitor.stream_group import BLOCK_MS, GroupConsumer
 
 log = structlog.get_logger(__name__)
 
 GROUP = "describers"
-BLOCK_MS = 1000
 RESULTS_MAXLEN = 100_000
 _ERRORS = (redis.RedisError, OSError)
 
@@ -43,7 +45,17 @@ def results_key(prefix: str, node: str) -> str:
     return f"{prefix}:described:{node}"
 
 
-class DescribeWorker:
+def stream_client(cfg: RedisConfig) -> redis.Redis:
+    """A client for the candidates and results streams (gate and worker): bytes, not text (the
+    frames), and a socket timeout longer than a blocking read."""
+    assert cfg.url
+    return redis.Redis.from_url(
+        cfg.url, password=read_password(cfg), decode_responses=False, socket_connect_timeout=cfg.connect_timeout_s,
+        socket_timeout=cfg.connect_timeout_s + BLOCK_MS / 1000,
+    )  # fmt: skip
+
+
+class DescribeWorker(GroupConsumer):
     def __init__(
         self,
         client: redis.Redis,  # decode_responses=False: the frames are bytes
@@ -54,38 +66,30 @@ class DescribeWorker:
         batch_size: int = 8,
         url: str = "",
     ):
-        self.client = client
+        name = name or socket.gethostname() or "worker"
+        super().__init__(client, candidates_key(prefix), GROUP, name, claim_idle_ms, batch_size)
         self.describer = describer
-        self.key = candidates_key(prefix)
-        self.name = name or socket.gethostname() or "worker"
-        self.claim_idle_ms = claim_idle_ms
-        self.claim_every_s = min(max(claim_idle_ms / 2000, 0.05), 5.0)
-        self.batch_size = batch_size
+        self.name = name
         self.url = mask_url(url)
-        self.described = 0
         self.malformed = 0
         self.claimed = 0
+        self._ready = False
 
-    # -- one pass ------------------------------------------------------------------------
+    @property
+    def described(self) -> int:
+        return self.handled
+
     def ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        super().ensure_group()
+        if not self._ready:
+            self._ready = True
+            log.info("describe_worker_ready", worker=self.name, url=self.url, describer=self.describer.name)
 
-    def read(self, start: str = ">", block_ms: int | None = BLOCK_MS) -> list[tuple[bytes, dict]]:
-        """Up to a batch of entries: new ones (`>`) or this worker's own pending ones (`0`)."""
-        reply = self.client.xreadgroup(GROUP, self.name, {self.key: start}, count=self.batch_size, block=block_ms)
-        return [(i, f) for _, entries in reply or [] for i, f in entries]
-
-    def claim_idle(self) -> list[tuple[bytes, dict]]:
-        """Candidates another worker read and has not acknowledged for claim_idle_ms."""
-        reply = self.client.xautoclaim(self.key, GROUP, self.name, self.claim_idle_ms, "0-0", count=self.batch_size)
-        taken = [(i, f) for i, f in reply[1] if i is not None]
+    def claim_idle(self, limit: int | None = None) -> int:
+        taken = super().claim_idle(limit)
         if taken:
-            self.claimed += len(taken)
-            log.info("candidates_claimed", worker=self.name, count=len(taken), note="from a worker that went quiet")
+            self.claimed += taken
+            log.info("candidates_claimed", worker=self.name, count=taken, note="from a worker that went quiet")
         return taken
 
     def handle(self, entries: list[tuple[bytes, dict]]) -> int:
@@ -120,27 +124,20 @@ class DescribeWorker:
             pipe.xadd(reply, result_fields(event, entry_id, self.name), maxlen=RESULTS_MAXLEN)
             pipe.xack(self.key, GROUP, entry_id)
         pipe.execute()
-        self.described += len(todo)
         return len(todo)
 
-    # -- the loop --------------------------------------------------------------------------
-    def run(self, should_stop: Callable[[], bool] = lambda: False, count: int | None = None) -> int:
-        """Until `should_stop()` (checked at least every second) or `count` described; Redis
-        outages are waited out with backoff (one line when it goes, one when it is back)."""
-        backoff, attempt, down_since, started = backoff_policy(cap=30.0, base=0.1), 0, None, False
-        next_claim = 0.0
+    def serve(self, should_stop: Callable[[], bool] = lambda: False, count: int | None = None) -> int:
+        """`run` until `should_stop()` or `count` described, waiting Redis outages out with
+        backoff (one line when it goes, one when it is back); after one, the group is ensured
+        and the worker's own pending entries re-read, as at a start."""
+        backoff, attempt, down_since = backoff_policy(cap=30.0, base=0.1), 0, None
         while not should_stop() and (count is None or self.described < count):
             try:
-                if not started:
-                    self.ensure_group()
-                    while self.handle(own := self.read("0", None)) or own:  # a restart under this name resumes
-                        pass
-                    started = True
-                    log.info("describe_worker_ready", worker=self.name, url=self.url, describer=self.describer.name)
-                if time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + self.claim_every_s
-                    self.handle(self.claim_idle())
-                self.handle(self.read(">", int(min(BLOCK_MS, self.claim_every_s * 1000))))
+                if down_since is not None:
+                    self.client.ping()
+                    log.info("redis_recovered", worker=self.name, down_s=round(time.monotonic() - down_since, 1))
+                    down_since, attempt = None, 0
+                self.run(count, should_stop)
             except _ERRORS as exc:
                 if down_since is None:
                     down_since = time.monotonic()
@@ -150,11 +147,6 @@ class DescribeWorker:
                 end = time.monotonic() + backoff_delay(backoff, attempt)
                 while time.monotonic() < end and not should_stop():
                     time.sleep(0.1)
-                started = started and not isinstance(exc, redis.ResponseError)  # NOGROUP after a flush
-                continue
-            if down_since is not None:
-                log.info("redis_recovered", worker=self.name, down_s=round(time.monotonic() - down_since, 1))
-                down_since, attempt = None, 0
         return self.described
 
 
@@ -167,7 +159,6 @@ def run_worker(args) -> int:
     from monitor.daemon.notify import Notifier
     from monitor.describe.factory import build_describer
     from monitor.errors import ConfigError
-    from monitor.sinks.redis_streams import read_password
 
     overrides = {"redis": {"url": args.redis}} if args.redis else {}
     settings = with_systemd_credentials(load_settings(args.config, **overrides))
@@ -187,18 +178,14 @@ def run_worker(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.append(signum))
     describer = build_describer(settings.describer)
-    client = redis.Redis.from_url(
-        url, password=read_password(settings.redis), decode_responses=False,
-        socket_connect_timeout=settings.redis.connect_timeout_s,
-        socket_timeout=settings.redis.connect_timeout_s + BLOCK_MS / 1000,  # a blocking read is no timeout
-    )  # fmt: skip
+    client = stream_client(settings.redis)
     worker = DescribeWorker(
         client, describer, settings.redis.prefix, args.name, settings.cluster.claim_idle_ms,
         settings.describer.batch_size, url,
     )  # fmt: skip
     notifier = Notifier.from_env()
     notifier.ready(f"describing as {worker.name}")
-    worker.run(should_stop=lambda: bool(stop), count=args.count)
+    worker.serve(should_stop=lambda: bool(stop), count=args.count)
     notifier.stopping("stopping")
     log.info("describe_worker_stopped", worker=worker.name, described=worker.described, malformed=worker.malformed,
              claimed=worker.claimed)  # fmt: skip

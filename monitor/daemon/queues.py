@@ -15,8 +15,8 @@ log = structlog.get_logger(__name__)
 
 def coalesce(older: ChangeCandidate, newer: ChangeCandidate) -> ChangeCandidate:
     """Two consecutive candidates of one camera as one: from the older's before frame to the
-        newer's after frame, onset and detection time of the older, regions and scores of the newer
-        (the state the scene settled in last), transient only when both were; the older's change id,
+    newer's after frame, onset and detection time of the older, regions and scores of the newer
+    (the state the scene settled in last), transient only when both were; the older's change id,
     with the newer's among those merged."""
     return ChangeCandidate(
         camera_id=older.camera_id,

@@ -105,7 +105,6 @@ class Monitor:
         self._retired: list[CameraRun] = []  # cameras removed or replaced by a reload
         self._live = 0  # reader threads whose end marker has not been taken yet
         self._tally: StartTally | None = None  # first opens of the cameras started with the run
-        self._time_order = TimeOrder({})  # seeded from the log dir at run()
 
     def uptime(self) -> float:
         return time.monotonic() - self._started_at if self._started_at else 0.0
@@ -141,7 +140,7 @@ class Monitor:
         )
 
     def _start_reader(self, run: CameraRun) -> None:
-        run.source.not_before = self._time_order.latest.get(run.camera.id)  # clock "run": after the log's last
+        run.source.not_before = self.stage.time_order.latest.get(run.camera.id)  # clock "run": after the log's last
         if self._tally is None:
             self._tally = StartTally(len(self.cameras))
         # The gate settings of the current config: a reload may have replaced it since.
@@ -178,7 +177,7 @@ class Monitor:
         if not self.cameras:
             raise MonitorError("no cameras configured (give --source or a config with cameras:)")
         last = self.writer.start()
-        self._time_order = self.stage.time_order = TimeOrder(self.writer.logged_until)
+        self.stage.time_order = TimeOrder(self.writer.logged_until)  # per camera, never back in time
         last = self.stage.start(last)  # the gate role: what is still in the candidates stream
         for cam, seq in last.items():
             self.orderer.set_start(cam, seq)
@@ -240,7 +239,7 @@ class Monitor:
             result.dropped[cid] = result.dropped.get(cid, 0) + run.dropped
             if run.error:
                 result.errors[cid] = run.error
-        for cid, line in self._time_order.errors().items():
+        for cid, line in self.stage.time_order.errors().items():
             result.errors.setdefault(cid, line)
         return result
 

@@ -61,7 +61,7 @@ class ChangeGate:
         self._regions: RegionFinder | None = None
         self._tracker: ChangeTracker | None = None  # links the changed areas of a change's frames
         self._onset: float | None = None
-        self._onset_frame: Frame | None = None
+        self._change: tuple[str, float] | None = None  # the change under way: its id and onset wall time
         self.under_way: ChangeStart | None = None
         self._still_since: float | None = None
         self._peak: tuple[float, Frame, np.ndarray] | None = None  # (fraction, frame, image in ref space)
@@ -106,7 +106,9 @@ class ChangeGate:
             self._regions.learn(in_model, changed)
             if not self._starts_change(frac, changed, cur, t):
                 return None
-            self._onset, self._onset_frame, self._still_since, self._peak = t, frame, None, None
+            self._onset, self._still_since, self._peak = t, None, None
+            change_id = make_change_id(self.camera_id, frame.wall_time - frame.media_time, frame.seq)
+            self._change = (change_id, frame.wall_time)
             self._tracker.reset()
             self.fires += 1
         comps = self._regions.components(changed)
@@ -137,19 +139,12 @@ class ChangeGate:
         return self._finish(*self._latest, settled=False)
 
     # -- helpers -------------------------------------------------------------------------
-    def _change_id(self) -> str:
-        first = self._onset_frame
-        assert first is not None
-        return make_change_id(self.camera_id, first.wall_time - first.media_time, first.seq)
-
     def _start_view(self, frame: Frame, comps: list, frac: float, shape: tuple[int, int]) -> ChangeStart:
         h, w = shape
         regions = tuple(Region(x / w, y / h, bw / w, bh / h, "changed", area) for (x, y, bw, bh), _, area in comps)
-        first = self._onset_frame
-        assert first is not None
-        return ChangeStart(
-            self.camera_id, self._change_id(), first.media_time, first.wall_time, frame, regions, round(frac, 5)
-        )
+        assert self._change is not None and self._onset is not None
+        change_id, onset_wall = self._change
+        return ChangeStart(self.camera_id, change_id, self._onset, onset_wall, frame, regions, round(frac, 5))
 
     def working_image(self, image: np.ndarray) -> np.ndarray:
         """Small and grey (`image` is grey or BGR)."""
@@ -231,7 +226,8 @@ class ChangeGate:
         frac: float,
         settled: bool,
     ) -> ChangeCandidate | None:
-        onset, peak, change_id = self._onset, self._peak, self._change_id()
+        assert self._change is not None
+        onset, peak, (change_id, _) = self._onset, self._peak, self._change
         self._onset, self._still_since, self._peak, self._latest = None, None, None, None
         self.under_way = None
         assert onset is not None and peak is not None and self._ref is not None

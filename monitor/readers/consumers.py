@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,9 +26,9 @@ import redis
 
 from monitor.errors import MonitorError, mask_secrets, mask_url
 from monitor.records import ChangeEvent
+from monitor.stream_group import BLOCK_MS, GroupConsumer, stream_entries
 
 PAGE = 500  # entries per XRANGE/XREVRANGE page
-BLOCK_MS = 1000  # longest blocking read: how soon a stop request is noticed
 Entry = tuple[str, dict[str, str]]
 
 
@@ -91,18 +90,6 @@ def _stop_on_signals() -> Iterator[_Stop]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _stream_entries(reply: Any) -> list[Entry]:
-    """Entries of an XREAD/XREADGROUP reply for one stream (RESP2 list or RESP3 dict)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        out: list[Entry] = []
-        for value in reply.values():
-            out.extend(value[0] if value and isinstance(value[0], list) else value)
-        return out
-    return [entry for _key, entries in reply for entry in entries]
 
 
 def _closed_stdout() -> int:
@@ -183,7 +170,7 @@ def tail_redis(
                 return 0
             while not stop.requested:
                 reply = client.xread({key: last_id}, count=PAGE, block=BLOCK_MS)
-                for entry_id, fields in _stream_entries(reply):
+                for entry_id, fields in stream_entries(reply):
                     last_id = entry_id
                     if keep(fields):
                         _emit(out, format_event(fields, as_json))
@@ -224,15 +211,9 @@ def default_consumer() -> str:
     return socket.gethostname() or "monitor"
 
 
-class AlertConsumer:
-    """One consumer of a group on `<prefix>:alerts`: prints each alert, then XACKs it.
-
-    - the group is created on first use with MKSTREAM at id 0, so alerts already in the stream
-      are delivered too;
-    - on start it re-reads its own pending entries (a restart under the same name resumes);
-    - every `claim_every_s` it XAUTOCLAIMs entries pending longer than `claim_idle_ms` from any
-      consumer (one that died between reading and acknowledging) and handles them;
-    - delivery is at-least-once: an alert printed just before a crash is printed again."""
+class AlertConsumer(GroupConsumer):
+    """One consumer of a group on `<prefix>:alerts` (`monitor.stream_group`): prints each alert,
+    then XACKs it; an alert printed just before a crash is printed again."""
 
     def __init__(
         self,
@@ -244,78 +225,18 @@ class AlertConsumer:
         as_json: bool = False,
         out: TextIO | None = None,
     ):
-        self.client = client
-        self.key = f"{prefix}:alerts"
-        self.group = group
-        self.consumer = consumer or default_consumer()
-        self.claim_idle_ms = max(int(claim_idle_ms), 1)
-        self.claim_every_s = min(max(self.claim_idle_ms / 2000, 0.05), 5.0)
+        super().__init__(client, f"{prefix}:alerts", group, consumer or default_consumer(), claim_idle_ms, PAGE)
         self.as_json = as_json
         self.out = out or sys.stdout
-        self.handled = 0
 
-    def ensure_group(self) -> None:
-        try:
-            self.client.xgroup_create(self.key, self.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    def _handle(self, entries: list[Entry]) -> None:
+    def handle(self, entries: list[Entry]) -> int:
+        printed = 0
         for entry_id, fields in entries:
             if fields:  # an entry trimmed from the stream while pending has no fields: just ack
                 _emit(self.out, format_alert(entry_id, fields, self.as_json))
-                self.handled += 1
+                printed += 1
             self.client.xack(self.key, self.group, entry_id)
-
-    def _room(self, limit: int | None) -> int:
-        return PAGE if limit is None else max(min(PAGE, limit - self.handled), 0)
-
-    def own_pending(self, limit: int | None = None) -> None:
-        """Entries this consumer name read earlier but never acknowledged."""
-        while (room := self._room(limit)) > 0:
-            entries = _stream_entries(self.client.xreadgroup(self.group, self.consumer, {self.key: "0"}, count=room))
-            if not entries:
-                return
-            self._handle(entries)
-
-    def claim_idle(self, limit: int | None = None) -> None:
-        """XAUTOCLAIM every entry pending longer than claim_idle_ms, and handle it."""
-        start = "0-0"
-        while (room := self._room(limit)) > 0:
-            reply = self.client.xautoclaim(
-                self.key, self.group, self.consumer, self.claim_idle_ms, start_id=start, count=room
-            )
-            start, entries = reply[0], reply[1]
-            self._handle([(i, f) for i, f in entries if i is not None])
-            if start in ("0-0", "0"):
-                return
-
-    def read_new(self, limit: int | None = None, block_ms: int = BLOCK_MS) -> None:
-        room = self._room(limit)
-        if room > 0:
-            reply = self.client.xreadgroup(self.group, self.consumer, {self.key: ">"}, count=room, block=block_ms)
-            self._handle(_stream_entries(reply))
-
-    def run(self, count: int | None = None, should_stop: Callable[[], bool] = lambda: False) -> int:
-        """Handle alerts until `count` are done or `should_stop()`; returns how many."""
-        self.ensure_group()
-        self.own_pending(count)
-        next_claim = 0.0
-        block_ms = int(min(BLOCK_MS, self.claim_every_s * 1000))
-        while not should_stop() and (count is None or self.handled < count):
-            now = time.monotonic()
-            if now >= next_claim:
-                self.claim_idle(count)
-                next_claim = now + self.claim_every_s
-                continue
-            try:
-                self.read_new(count, block_ms=max(block_ms, 1))
-            except redis.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                self.ensure_group()  # the stream or group was deleted (a Redis without persistence restarted)
-        return self.handled
+        return printed
 
 
 def consume_alerts(

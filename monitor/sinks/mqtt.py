@@ -47,7 +47,11 @@ class MqttSink:
     says `offline` and disconnects."""
 
     def __init__(
-        self, cfg: MqttConfig, spool: Spool, cameras: list[str] | tuple[str, ...] = (), early: set[str] = frozenset()
+        self,
+        cfg: MqttConfig,
+        spool: Spool,
+        cameras: list[str] | tuple[str, ...] = (),
+        early: frozenset[str] = frozenset(),
     ):
         assert cfg.url
         self.cfg = cfg
@@ -73,7 +77,7 @@ class MqttSink:
         self.client = client
         self.connected = threading.Event()
         self.cameras = list(cameras)  # announced to Home Assistant (mqtt.discovery_prefix)
-        self.early = set(early)  # early alert rules: their settled alert says so
+        self.early = early  # early alert rules: their settled alert says so
         self.delivered = 0
         self._refused: str | None = None  # the broker's last refusal (bad password), said once
         self._down_since: float | None = None

@@ -46,7 +46,7 @@ class OnsetAlerts:
     def __init__(self, rules: AlertRules, redis=None, mqtt=None, detector: ObjectDetector | None = None):
         self.rules = rules
         self.redis, self.mqtt = redis, mqtt
-        self.detector = detector if rules.needs_labels_early() else None
+        self.detector = detector  # labels at onset: only when a rule asks for them
         self._cond = threading.Condition()
         self._views: OrderedDict[str, ChangeStart] = OrderedDict()  # change_id -> latest view, not yet matched
         self._ended: list[tuple[ChangeStart, set[str]]] = []  # nothing logged: settled records to send
@@ -94,9 +94,8 @@ class OnsetAlerts:
 
     # -- the thread ---------------------------------------------------------------------------
     def start(self) -> None:
-        if self.rules.early:
-            self._thread = threading.Thread(target=self._loop, name="onset-alerts", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._loop, name="onset-alerts", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:

@@ -121,7 +121,7 @@ class RedisSink:
         self.delivered = 0  # events added to Redis by this process
         self.duplicates = 0  # re-sent events the script recognised
         self.alerted = 0
-        self.early = {r.name for r in alerts.early} if alerts is not None else set()
+        self.early = alerts.early if alerts is not None else frozenset()  # early rules' alerts say "settled"
         self._down_since: float | None = None
         self._closing = threading.Event()
         self._abort = threading.Event()

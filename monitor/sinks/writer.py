@@ -42,8 +42,7 @@ class EventWriter:
             if settings.redis.url:
                 self.redis = RedisSink(settings.redis, self.spool, self.rules)
             if settings.mqtt.url:
-                early = {r.name for r in self.rules.early}
-                self.mqtt = MqttSink(settings.mqtt, self.spool, [c.id for c in settings.cameras], early)
+                self.mqtt = MqttSink(settings.mqtt, self.spool, [c.id for c in settings.cameras], self.rules.early)
         self.onsets: OnsetAlerts | None = None  # early alert rules, with an output to send them to
         if self.spool is not None and self.rules.early:
             from monitor.detect.objects import build_detector
