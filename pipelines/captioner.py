@@ -57,18 +57,24 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
 
 class FrameCache:
     """Vision features by frame key, the newest `per_group` frames of each group (a tuple key's
-    first element: the camera)."""
+    first element: the camera). `hits` / `misses` count the lookups."""
 
     def __init__(self, per_group: int = 8):
         self.per_group = per_group
         self._groups: dict[Hashable, OrderedDict[Hashable, torch.Tensor]] = {}
+        self.hits = self.misses = 0
 
     @staticmethod
     def _group(key: Hashable) -> Hashable:
         return key[0] if isinstance(key, tuple) and key else None
 
     def get(self, key: Hashable) -> torch.Tensor | None:
-        return self._groups.get(self._group(key), {}).get(key)
+        found = self._groups.get(self._group(key), {}).get(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
 
     def put(self, key: Hashable, features: torch.Tensor) -> None:
         group = self._groups.setdefault(self._group(key), OrderedDict())

@@ -5,8 +5,8 @@ Per run: a fresh redis-server; a gate (`monitor run --role gate`) reads C file c
 shared clip at full speed, so its candidates are all in `<prefix>:candidates` (a backlog) before
 any worker starts; then N `monitor describe-worker` processes (a tiny random-weight LLaVA on the
 CPU, one thread each, ~65 ms per pair) describe them, and the gate writes the events. Described
-pairs/s = the backlog / the time from the last worker joining the group (its first read) to the
-last event in `<prefix>:events`. Candidate ->
+pairs/s = the backlog, less what was described before the last worker joined the group (its
+first read), / the time from then to the last event in `<prefix>:events`. Candidate ->
 event latency is from a candidate's XADD to its event's XADD (Redis' clock, the entry ids), so
 it includes the wait in the backlog. Every run checks that each candidate became exactly one
 event, in seq order per camera. Goal: 2 workers >= 1.7x the pairs/s of 1.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import tempfile
@@ -39,7 +40,7 @@ def _ms(entry_id: str) -> float:
     return int(entry_id.split("-")[0]) / 1000.0
 
 
-def _config(path: Path, work: Path, url: str, cameras: int, video: Path, model: Path) -> None:
+def _config(path: Path, work: Path, url: str, cameras: int, video: Path, model: Path, affinity: bool) -> None:
     doc = {
         "cameras": [{"id": f"cam{i:02d}", "source": str(video)} for i in range(cameras)],
         "log": {"dir": str(work / "logs"), "reorder_window_s": 0.0},
@@ -51,6 +52,7 @@ def _config(path: Path, work: Path, url: str, cameras: int, video: Path, model: 
             "describe_timeout_s": 3600,
             "max_undescribed": 100_000,
             "claim_idle_ms": 2000,
+            "affinity": affinity,
         },  # fmt: skip
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
@@ -91,14 +93,22 @@ def _all_joined(client, workers: int, timeout: float = 120.0) -> float:
     raise MonitorError(f"bench cluster: {workers} workers did not join the group within {timeout:g} s")
 
 
-def run_once(work: Path, model: Path, video: Path, cameras: int, workers: int, kill: bool) -> dict[str, Any]:
+def _stopped(log: Path, field: str) -> float | None:
+    """A number of a worker's last line (None when it was killed): handed_over, frame_cache_hit_rate."""
+    found = re.findall(rf"{field}=([0-9.]+)", log.read_text(errors="replace"))
+    return float(found[-1]) if found else None
+
+
+def run_once(
+    work: Path, model: Path, video: Path, cameras: int, workers: int, kill: bool, affinity: bool = True
+) -> dict[str, Any]:
     rds = LocalRedisServer(work / "redis").start()
     client = rds.client()
     gate: subprocess.Popen | None = None
     procs: list[subprocess.Popen] = []
     try:
         cfg = work / "cluster.yaml"
-        _config(cfg, work, rds.url, cameras, video, model)
+        _config(cfg, work, rds.url, cameras, video, model, affinity)
         gate = spawn_monitor(["run", "--role", "gate", "--config", str(cfg), "--quiet"], work / "gate.log")
         queued = _backlog(client, "bench:candidates")
         procs += [
@@ -108,6 +118,9 @@ def run_once(work: Path, model: Path, video: Path, cameras: int, workers: int, k
             for i in range(workers)
         ]
         t0 = _all_joined(client, workers)
+        # what a worker that joined earlier described before the last one joined is not in the rate
+        early = sum(1 for _, f in client.xrange("bench:events") if f["kind"] == "change")
+        early += client.xlen("bench:described:bench-gate")
         watched = {"gate": gate, "redis": rds.proc, **{f"w{i}": p for i, p in enumerate(procs)}}
         cpu0 = {name: cpu_seconds(p.pid) for name, p in watched.items()}
         cpu1: dict[str, float] = {}
@@ -144,13 +157,17 @@ def run_once(work: Path, model: Path, video: Path, cameras: int, workers: int, k
     return {
         "workers": workers,
         "killed_one": kill,
+        "affinity": affinity,
+        "handed_over": [_stopped(work / f"w{i}.log", "handed_over") for i in range(workers)],
+        "frame_cache_hit_rate": [_stopped(work / f"w{i}.log", "frame_cache_hit_rate") for i in range(workers)],
         "candidates": len(queued),
         "events": len(events),
         "lost": len(set(queued) - {f.get("change_id") for _, f in events}),
         "duplicated": len(keys) - len(set(keys)),
         "in_order": in_order,
         "seconds": round(span, 2),
-        "pairs_per_s": round(len(events) / span, 2) if events else 0.0,
+        "pairs_per_s": round((len(events) - early) / span, 2) if events else 0.0,
+        "described_before_all_joined": early,
         "latency_s": {"p50": round(percentile(latency, 50) or 0, 3), "p95": round(percentile(latency, 95) or 0, 3)},
         "cpu_percent": cpu,  # of one core, from the last worker joining to the last event
         "fallbacks": (work / "gate.log").read_text(errors="replace").count("describe_fallback"),
@@ -169,13 +186,15 @@ def run_cluster_bench(workers: list[int], cameras: int = 8, video: Path | None =
         # whose attention maps outgrow the cache measures the memory bus instead), so the
         # workers are what limits
         model = save_tiny_llava(Path(tmp) / "tiny-llava", image_size=224, patch_size=8, layers=12)
-        plan = [(n, False) for n in workers] + ([(max(2, max(workers)), True)] if kill else [])
-        for i, (n, k) in enumerate(plan):
+        # the largest N again without camera affinity, side by side: what affinity gives
+        plan = [(n, False, True) for n in workers] + [(max(workers), False, False)] * (max(workers) > 1)
+        plan += [(max(2, max(workers)), True, True)] * kill
+        for i, (n, k, a) in enumerate(plan):
             work = Path(tmp) / f"run{i}"
             work.mkdir()
-            runs.append(run_once(work, model, video, cameras, n, k))
+            runs.append(run_once(work, model, video, cameras, n, k, a))
     one = next((r for r in runs if r["workers"] == 1 and not r["killed_one"]), None)
-    two = next((r for r in runs if r["workers"] == 2 and not r["killed_one"]), None)
+    two = next((r for r in runs if r["workers"] == 2 and not r["killed_one"] and r["affinity"]), None)
     res: dict[str, Any] = {"benchmark": "cluster", "cameras": cameras, "video": video.name, "runs": runs}
     exact = all(r["lost"] == 0 and r["duplicated"] == 0 and r["in_order"] for r in runs)
     res["goals"] = {"nothing_lost_or_duplicated": {"goal": "0 lost, 0 duplicated, in order", "value": exact,
@@ -183,6 +202,9 @@ def run_cluster_bench(workers: list[int], cameras: int = 8, video: Path | None =
     if one and two:
         speedup = round(two["pairs_per_s"] / one["pairs_per_s"], 2) if one["pairs_per_s"] else None
         res["speedup_2_vs_1"] = speedup
+        plain = next((r for r in runs if r["workers"] == 2 and not r["killed_one"] and not r["affinity"]), None)
+        if plain and plain["pairs_per_s"]:
+            res["affinity_gain_2_workers"] = round(two["pairs_per_s"] / plain["pairs_per_s"], 2)
         res["goals"]["speedup_2_vs_1"] = {"goal": f">= {GOAL_SPEEDUP:g}", "value": speedup,
                                           "met": speedup is not None and speedup >= GOAL_SPEEDUP}  # fmt: skip
     return res
@@ -191,13 +213,18 @@ def run_cluster_bench(workers: list[int], cameras: int = 8, video: Path | None =
 def print_table(res: dict[str, Any]) -> None:
     print(f"{res['cameras']} file cameras of {res['video']}; tiny LLaVA workers on the CPU, one thread each")
     head = f"{'workers':<22} {'pairs':>6} {'pairs/s':>8} {'lat p50':>8} {'lat p95':>8} {'lost':>5} {'dup':>4} order"
-    print(head + "   CPU, % of one core")
+    print(head + "  handed over  cache hits  CPU, % of one core")
     for r in res["runs"]:
         name = f"{r['workers']}" + (" (one SIGKILLed)" if r["killed_one"] else "")
+        name += "" if r["affinity"] else " (no affinity)"
         lat, order = r["latency_s"], "yes" if r["in_order"] else "NO"
+        handed = "+".join("-" if n is None else f"{n:g}" for n in r["handed_over"]) if r["affinity"] else "off"
+        hits = "/".join("-" if n is None else f"{n:.2f}" for n in r["frame_cache_hit_rate"])
         print(f"{name:<22} {r['events']:>6} {r['pairs_per_s']:>8} {lat['p50']:>8} {lat['p95']:>8} "
-              f"{r['lost']:>5} {r['duplicated']:>4} {order}   " + " ".join(f"{k} {v:g}"
+              f"{r['lost']:>5} {r['duplicated']:>4} {order:<5}  {handed:<11}  {hits:<10}  " + " ".join(f"{k} {v:g}"
               for k, v in r["cpu_percent"].items()))  # fmt: skip
+    if "affinity_gain_2_workers" in res:
+        print(f"camera affinity, 2 workers: {res['affinity_gain_2_workers']}x the pairs/s without it (side by side)")
     for name, g in res["goals"].items():
         print(f"goal {name}: {g['value']} ({g['goal']}) {'PASS' if g['met'] else 'FAIL'}")
 

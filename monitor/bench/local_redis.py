@@ -41,8 +41,8 @@ class LocalRedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, decode_responses=True)
+    def client(self, decode: bool = True) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, decode_responses=decode)
 
     def start(self) -> LocalRedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import redis
 import structlog
 
 from monitor.backoff import backoff_delay, backoff_policy
+from monitor.cluster.affinity import CameraAffinity
 from monitor.cluster.wire import WireError, decode_candidate, header, result_fields
 from monitor.config import RedisConfig
 from monitor.describe.base import Describer
@@ -28,7 +29,7 @@ from monitor.errors import mask_secrets, mask_url
 from monitor.order.events import change_event
 from monitor.records import ChangeCandidate
 from monitor.sinks.redis_streams import read_password
-from monitor.stream_group import BLOCK_MS, GroupConsumer
+from monitor.stream_group import BLOCK_MS, GroupConsumer, stream_entries
 
 log = structlog.get_logger(__name__)
 
@@ -65,10 +66,14 @@ class DescribeWorker(GroupConsumer):
         claim_idle_ms: int = 60_000,
         batch_size: int = 8,
         url: str = "",
+        affinity: bool = True,
     ):
         name = name or socket.gethostname() or "worker"
         super().__init__(client, candidates_key(prefix), GROUP, name, claim_idle_ms, batch_size)
         self.describer = describer
+        self.affinity = (
+            CameraAffinity(client, prefix, self.key, GROUP, name, claim_idle_ms, batch_size) if affinity else None
+        )
         self.name = name
         self.url = mask_url(url)
         self.malformed = 0
@@ -91,6 +96,26 @@ class DescribeWorker(GroupConsumer):
             self.claimed += taken
             log.info("candidates_claimed", worker=self.name, count=taken, note="from a worker that went quiet")
         return taken
+
+    def read_new(self, limit: int | None = None, block_ms: int = BLOCK_MS) -> None:
+        """With affinity: what other workers handed over first, then new entries, those of other
+        workers' cameras handed to them when the read was a full one (the stream holds more)."""
+        room = self._room(limit)
+        if self.affinity is None or room <= 0:
+            return super().read_new(limit, block_ms)
+        self.affinity.beat()
+        batch = stream_entries(self.client.xreadgroup(GROUP, self.consumer, {self.key: "0"}, count=room))
+        for _ in range(3):  # top the batch up
+            want = room - len(batch)
+            if want <= 0:
+                break
+            reply = self.client.xreadgroup(GROUP, self.consumer, {self.key: ">"}, count=want,
+                                           block=None if batch else block_ms)  # fmt: skip
+            new = stream_entries(reply)
+            batch += self.affinity.keep(new) if len(new) == want else new
+            if len(new) < want:
+                break
+        self._handle(batch)
 
     def handle(self, entries: list[tuple[bytes, dict]]) -> int:
         """Describe the change candidates among `entries`, write their results, ack them all."""
@@ -147,6 +172,11 @@ class DescribeWorker(GroupConsumer):
                 end = time.monotonic() + backoff_delay(backoff, attempt)
                 while time.monotonic() < end and not should_stop():
                     time.sleep(0.1)
+        if self.affinity is not None:
+            try:
+                self.affinity.leave()
+            except _ERRORS:
+                pass  # its key expires by itself
         return self.described
 
 
@@ -181,12 +211,13 @@ def run_worker(args) -> int:
     client = stream_client(settings.redis)
     worker = DescribeWorker(
         client, describer, settings.redis.prefix, args.name, settings.cluster.claim_idle_ms,
-        settings.describer.batch_size, url,
+        settings.describer.batch_size, url, settings.cluster.affinity,
     )  # fmt: skip
     notifier = Notifier.from_env()
     notifier.ready(f"describing as {worker.name}")
     worker.serve(should_stop=lambda: bool(stop), count=args.count)
     notifier.stopping("stopping")
     log.info("describe_worker_stopped", worker=worker.name, described=worker.described, malformed=worker.malformed,
-             claimed=worker.claimed)  # fmt: skip
+             claimed=worker.claimed, handed_over=worker.affinity.handed_over if worker.affinity else 0,
+             frame_cache_hit_rate=getattr(describer, "frame_cache_hit_rate", None))  # fmt: skip
     return 0

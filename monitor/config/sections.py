@@ -332,6 +332,9 @@ class ClusterConfig(Strict):
     describe_timeout_s: float = Field(30.0, gt=0, description="undescribed this long: the embedded sentence, marked so")
     claim_idle_ms: int = Field(60_000, ge=100, description="workers take over candidates read but unacked this long")
     jpeg_quality: int = Field(90, ge=30, le=100, description="frames in the candidates stream")
+    affinity: bool = Field(
+        True, description="under load, a camera's changes go to one worker, whose frame cache then holds its frames"
+    )
 
 
 class AlertRule(Strict):

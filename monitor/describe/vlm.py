@@ -104,6 +104,13 @@ class VlmDescriber:
         adapter = f"+{Path(self.captioner.adapter).name}" if self.captioner.adapter else ""
         return f"vlm:{self.captioner.mode}:{Path(str(self.settings.model)).name}{adapter}"
 
+    @property
+    def frame_cache_hit_rate(self) -> float | None:
+        """Of the frames described, the share whose vision features came from the frame cache."""
+        cache = self.captioner.frame_cache
+        looked = cache.hits + cache.misses
+        return round(cache.hits / looked, 3) if looked else None
+
     def describe(self, candidates: Sequence[ChangeCandidate]) -> list[Description]:
         facts = [self.facts(c) for c in candidates]
         pairs = [self.pair_input(c, f) for c, f in zip(candidates, facts)]

@@ -1,0 +1,125 @@
+"""Camera affinity for describe workers: a camera's changes go to one worker while it lives, so
+that worker's frame cache holds the camera's frames (one change's "after" frame is the next
+one's "before": a worker that saw the previous change encodes one frame, not two).
+
+A consumer group hands each entry to whichever worker asks, so affinity is added on top of it,
+with nothing but the group's own commands and one key per worker:
+
+- **Who is alive**: each worker keeps `<prefix>:describer:<name>` set with a time to live of
+  `cluster.claim_idle_ms` (renewed at every read) and its name in the set `<prefix>:describers`.
+  Redis expires the key of a worker that died, by its own clock.
+- **Whose camera**: rendezvous hashing over the live workers (the highest crc32 of worker and
+  camera): every worker computes the same owner without asking anyone, and when a worker comes
+  or goes only the cameras it gains or loses move.
+- **Handing over**: only under load (the read filled a whole batch: the stream holds more), a
+  worker XCLAIMs an entry of another worker's camera to that worker. The entry stays pending in
+  the group throughout, so nothing is lost: the owner reads its own pending entries first at its
+  next read, and if it died meanwhile, XAUTOCLAIM takes them after claim_idle_ms like any other.
+  An owner that already holds two batches gets no more (the reader describes them itself), so an
+  uneven split of cameras never idles a worker. With little load nothing is handed over: a
+  change waits for nobody's batch.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+import redis
+
+from monitor.cluster.wire import WireError, header
+
+HOLD_BATCHES = 2  # an owner holding this many batches already gets no more
+
+
+def describers_key(prefix: str) -> str:
+    return f"{prefix}:describers"
+
+
+def owner_of(camera_key: str, workers: list[str]) -> str:
+    """Rendezvous hashing: the live worker with the highest crc32 of (worker, camera)."""
+    return max(workers, key=lambda w: (zlib.crc32(f"{w}\0{camera_key}".encode()), w))
+
+
+class CameraAffinity:
+    def __init__(self, client: redis.Redis, prefix: str, key: str, group: str, name: str, ttl_ms: int, page: int):
+        self.client, self.key, self.group, self.name = client, key, group, name
+        self.k_set, self.k_each = describers_key(prefix), f"{prefix}:describer:"
+        self.k_self = self.k_each + name
+        self.ttl_ms, self.page = max(int(ttl_ms), 1000), page
+        self.every_s = min(self.ttl_ms / 4000, 5.0)  # how long a view of the live workers is kept
+        self._live: list[str] = [name]
+        self._live_at = 0.0
+        self.handed_over = 0
+
+    def beat(self, look: bool = False) -> None:
+        """This worker is alive for another ttl_ms; every every_s (or now: `look`), who else is
+        (the set pruned of the workers whose key expired)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.k_self, b"1", px=self.ttl_ms)
+        pipe.sadd(self.k_set, self.name)
+        now = time.monotonic()
+        if not look and now - self._live_at < self.every_s:
+            pipe.execute()
+            return
+        pipe.smembers(self.k_set)
+        members = sorted(m.decode() if isinstance(m, bytes) else m for m in pipe.execute()[-1])
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.exists(self.k_each + member)
+        found = dict(zip(members, pipe.execute(), strict=True))
+        gone = [m for m, alive in found.items() if not alive]
+        if gone:  # died: its key expired
+            self.client.srem(self.k_set, *gone)
+        self._live = sorted({self.name, *(m for m, alive in found.items() if alive)})
+        self._live_at = now
+
+    @property
+    def live(self) -> list[str]:
+        return list(self._live)
+
+    def keep(self, entries: list) -> list:
+        """The entries this worker describes; the others are XCLAIMed to their camera's worker."""
+        if len(self._live) < 2:
+            return entries
+        owners: dict[bytes, str] = {}
+        for entry_id, fields in entries:
+            try:
+                node, _reply, camera, _seq, kind = header(fields) if fields else ("", "", "", 0, "")
+            except WireError:
+                continue  # this worker acknowledges it and says so
+            if kind == "change":
+                owner = owner_of(f"{node}\0{camera}", self._live)
+                if owner != self.name:
+                    owners[entry_id] = owner
+        if not owners:
+            return entries
+        held = self._pending_by_consumer()
+        given: dict[str, list[bytes]] = {}
+        for entry_id, owner in owners.items():
+            if held.get(owner, 0) + len(given.get(owner, ())) < HOLD_BATCHES * self.page:
+                given.setdefault(owner, []).append(entry_id)
+        if not given:
+            return entries
+        pipe = self.client.pipeline(transaction=False)
+        for owner, ids in given.items():
+            pipe.xclaim(self.key, self.group, owner, 0, ids, justid=True)
+        pipe.execute()
+        moved = {i for ids in given.values() for i in ids}
+        self.handed_over += len(moved)
+        return [(i, f) for i, f in entries if i not in moved]
+
+    def _pending_by_consumer(self) -> dict[str, int]:
+        summary = self.client.xpending(self.key, self.group)
+        out = {}
+        for c in summary.get("consumers") or []:
+            name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+            out[name] = int(c["pending"])
+        return out
+
+    def leave(self) -> None:
+        """A clean stop: this worker's cameras move at once, not after its key expires."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.k_self)
+        pipe.srem(self.k_set, self.name)
+        pipe.execute()
