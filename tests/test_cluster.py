@@ -10,13 +10,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
 import yaml
-from support import DETECTOR, assert_no_traceback, monitor_env, need_video, read_events
+from support import DETECTOR, assert_no_traceback, free_port, monitor_env, need_video, read_events
 
 from monitor.bench.local_redis import LocalRedisServer
+
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
 
 def write_config(path: Path, tmp: Path, url: str, cameras: list[dict], **cluster) -> Path:
@@ -127,8 +130,20 @@ def test_with_no_worker_the_embedded_sentence_comes_after_the_timeout(tmp_path: 
     try:
         cameras = [{"id": "aisle", "source": str(need_video("car-detection.mp4"))}]
         config = write_config(tmp_path / "gate.yaml", tmp_path, rds.url, cameras, describe_timeout_s=2)
+        port = free_port()
+        config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "http": {"bind": f"127.0.0.1:{port}"}}))
         g = gate(config, tmp_path / "gate.log")
+        seen: list[tuple[int, int]] = []  # (undescribed, describe_fallbacks) of /healthz while it runs
+        while g.poll() is None:
+            try:
+                with DIRECT.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    doc = json.loads(resp.read())
+                seen.append((doc["undescribed"], doc["describe_fallbacks"]))
+            except OSError:
+                pass  # not listening yet, or gone
+            time.sleep(0.05)
         gate_log = finish(g, tmp_path / "gate.log")
+        assert max(u for u, _ in seen) >= 1 and max(f for _, f in seen) >= 1, seen[-5:]
         events = read_events(tmp_path / "logs")
         assert [e["describer"] for e in events] == ["embedded-fallback"] * 3
         assert events[0]["text"] == "something passed through from bottom to top"

@@ -45,6 +45,7 @@ from monitor.order.events import change_event, health_event
 from monitor.order.orderer import EventOrderer
 from monitor.order.time_order import TimeOrder
 from monitor.records import ChangeCandidate, ChangeEvent
+from monitor.sinks.onset import NOT_LOGGED_BACK_IN_TIME
 from monitor.sinks.writer import EventWriter
 
 log = structlog.get_logger(__name__)
@@ -85,6 +86,7 @@ class RemoteDescribing:
         self._room, self._room_at = self.cfg.max_undescribed, 0.0
         self._down = False
         self.fallbacks = 0
+        self.undescribed = 0  # pending() after the loop's last pass (observers read it)
 
     # -- start: what a previous run of this node left in the stream -------------------------
     def start(self, last: dict[str, int]) -> dict[str, int]:
@@ -151,6 +153,8 @@ class RemoteDescribing:
         for item in items:
             health = isinstance(item, HealthNotice)
             if not self.time_order.admit(item.camera_id, item.at if health else item.after.wall_time):
+                if not health:
+                    self.writer.unlogged(item, NOT_LOGGED_BACK_IN_TIME)
                 continue
             seq = self.orderer.next_seq(item.camera_id)
             if health:
@@ -183,6 +187,7 @@ class RemoteDescribing:
                 if waiting.event is None and now >= waiting.deadline:
                     self._fall_back(waiting)
         self._release()
+        self.undescribed = self.pending()
 
     def _read_results(self) -> None:
         if not self._waiting:

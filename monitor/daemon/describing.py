@@ -18,11 +18,14 @@ from monitor.order.events import change_event, health_event
 from monitor.order.orderer import EventOrderer
 from monitor.order.time_order import TimeOrder
 from monitor.records import ChangeEvent
+from monitor.sinks.onset import NOT_LOGGED_BACK_IN_TIME
 from monitor.sinks.writer import EventWriter
 
 
 class DescribeStage(Protocol):
     time_order: TimeOrder  # set by the daemon at the start of the run
+    undescribed: int  # pending(), as of the loop's last pass: what observers read from other threads
+    fallbacks: int  # changes given the embedded sentence because no worker described them in time
 
     def start(self, last: dict[str, int]) -> dict[str, int]:
         """At the run's start, with each camera's last seq already written; returns the seqs to
@@ -49,6 +52,9 @@ class DescribeStage(Protocol):
 
 
 class LocalDescribing:
+    undescribed = 0
+    fallbacks = 0
+
     def __init__(self, describer: Describer, orderer: EventOrderer, writer: EventWriter, metrics, batch_size: int):
         self.describer = describer
         self.orderer = orderer
@@ -78,6 +84,8 @@ class LocalDescribing:
             health = isinstance(item, HealthNotice)
             desc = None if health else next(descriptions)
             if not self.time_order.admit(item.camera_id, item.at if health else item.after.wall_time):
+                if not health:
+                    self.writer.unlogged(item, NOT_LOGGED_BACK_IN_TIME)
                 continue
             if health:
                 self.orderer.push(health_event(item, self.orderer.next_seq(item.camera_id)))

@@ -66,6 +66,14 @@ class Metrics:
         spool = GaugeMetricFamily("monitor_redis_spool_depth", "Events spooled, not yet in Redis")
         spool.add_metric([], snap.redis_spool_depth)
         yield spool
+        undescribed = GaugeMetricFamily("monitor_undescribed", "Gate role: changes with describe workers, not back")
+        undescribed.add_metric([], snap.undescribed)
+        yield undescribed
+        fallbacks = CounterMetricFamily(
+            "monitor_describe_fallbacks", "Gate role: changes no describe worker described in time"
+        )
+        fallbacks.add_metric([], snap.describe_fallbacks)
+        yield fallbacks
 
 
 def health(snap: MonitorSnapshot) -> dict[str, Any]:
@@ -90,6 +98,8 @@ def health(snap: MonitorSnapshot) -> dict[str, Any]:
         "last_event": snap.last_event,
         "events_written": snap.events_written,
         "redis_spool_depth": snap.redis_spool_depth,
+        "undescribed": snap.undescribed,
+        "describe_fallbacks": snap.describe_fallbacks,
     }
 
 

@@ -109,6 +109,8 @@ class StatsJob:
             "events_written": snap.events_written,
             "queue_depth": snap.queue_depth,
             "redis_spool_depth": snap.redis_spool_depth,
+            "undescribed": snap.undescribed,
+            "describe_fallbacks": snap.describe_fallbacks,
             "captures_saved": snap.captures_saved,
             "threads": snap.threads,
             "cameras": cameras,

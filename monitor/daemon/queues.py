@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 
@@ -44,23 +45,30 @@ class CameraQueues:
     to `n` items round-robin across the cameras (one per camera per turn, the starting camera
     rotating), each camera's items in the order they were put."""
 
-    def __init__(self, maxsize: int):
+    def __init__(self, maxsize: int, on_drop: Callable[[ChangeCandidate], None] | None = None):
         self.maxsize = maxsize
+        self.on_drop = on_drop  # a dropped candidate, outside the lock (its early alerts' settled record)
         self._cond = threading.Condition()
         self._queues: dict[str, deque] = {}
         self._turn = 0
 
     def put(self, run, item) -> None:
+        dropped: list[ChangeCandidate] = []
         with self._cond:
             q = self._queues.setdefault(run.camera.id, deque())
             q.append(item)
             if isinstance(item, ChangeCandidate):
                 while sum(1 for x in q if isinstance(x, ChangeCandidate)) > self.maxsize:
-                    self._make_room(run, q)
+                    if (gone := self._make_room(run, q)) is not None:
+                        dropped.append(gone)
             self._cond.notify_all()
+        if self.on_drop is not None:
+            for cand in dropped:
+                self.on_drop(cand)
 
     @staticmethod
-    def _make_room(run, q: deque) -> None:
+    def _make_room(run, q: deque) -> ChangeCandidate | None:
+        """Coalesces two candidates, or drops one (returned)."""
         # The oldest two candidates next to each other (a health notice between two candidates
         # must keep its place in the camera's seq, so those two are never merged).
         for i in range(len(q) - 1):
@@ -69,13 +77,14 @@ class CameraQueues:
                 del q[i + 1]
                 run.coalesced += 1
                 log.debug("candidates_coalesced", camera=run.camera.id, total=run.coalesced)
-                return
+                return None
         for i, x in enumerate(q):  # no two adjacent: drop the oldest candidate
             if isinstance(x, ChangeCandidate):
                 del q[i]
                 run.dropped += 1
                 log.warning("candidate_dropped", camera=run.camera.id, total=run.dropped)
-                return
+                return x
+        return None
 
     def take(self, n: int, timeout: float) -> list:
         with self._cond:

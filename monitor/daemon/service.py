@@ -28,6 +28,7 @@ from monitor.gate.change_gate import ChangeGate
 from monitor.order.orderer import EventOrderer
 from monitor.order.time_order import TimeOrder
 from monitor.records import ChangeEvent
+from monitor.sinks.onset import NOT_LOGGED_QUEUE_FULL
 from monitor.sinks.writer import EventWriter
 from monitor.sources.video import SourceStats, VideoSource
 
@@ -100,7 +101,9 @@ class Monitor:
         self.jobs: Jobs | None = None
         # One bounded queue per camera: a stalled describer never holds a reader back; the
         # oldest waiting changes of a camera are coalesced instead (and counted).
-        self._candidates = CameraQueues(settings.describer.queue_per_camera)
+        self._candidates = CameraQueues(
+            settings.describer.queue_per_camera, on_drop=lambda cand: self.writer.unlogged(cand, NOT_LOGGED_QUEUE_FULL)
+        )
         self.cameras = [self._make_run(cam, settings) for cam in settings.cameras]
         self._retired: list[CameraRun] = []  # cameras removed or replaced by a reload
         self._live = 0  # reader threads whose end marker has not been taken yet
@@ -128,6 +131,8 @@ class Monitor:
             captures_saved=captures.saved if captures is not None else 0,
             threads=threading.active_count(),
             last_event=max(last.values(), default=None),
+            undescribed=self.stage.undescribed,
+            describe_fallbacks=self.stage.fallbacks,
         )
 
     def _make_run(self, cam: CameraConfig, settings: MonitorSettings) -> CameraRun:

@@ -51,6 +51,8 @@ class MonitorSnapshot:
     captures_saved: int
     threads: int  # Python threads (a leak shows here first)
     last_event: str | None  # t_after of the newest event written (any camera, also one reloaded away)
+    undescribed: int = 0  # gate role: changes handed to describe workers, not yet back
+    describe_fallbacks: int = 0  # gate role: changes no worker described in time (the embedded sentence)
 
     @property
     def cameras_up(self) -> int:

@@ -13,7 +13,8 @@ alert, from the spool, is durable); paho keeps MQTT's in its queue, in publish o
 Every onset is followed by a settled record with the same `change_id`: the change's event in
 the alert (`EventWriter.write` asks `close` which rules announced it), or, when the change ended
 with nothing logged (it went back before the transient minimum, or too little changed),
-`reverted`'s record, sent the same live way.
+`reverted`'s record, sent the same live way; so does a settled change that was not logged after
+all (`unlogged`: dropped from a full camera queue, or refused for going back in time).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import structlog
 
 from monitor.detect.objects import MIN_COVER, ObjectDetector, region_roi
 from monitor.order.events import region_out
-from monitor.records import ChangeStart, Region, iso_utc, overlap
+from monitor.records import ChangeCandidate, ChangeStart, Region, iso_utc, overlap
 from monitor.sinks.alerts import AlertRules
 from pipelines.phrases import sentence
 
@@ -37,6 +38,8 @@ log = structlog.get_logger(__name__)
 _CLOSED_KEPT = 4096  # recently ended changes: a late view of one is not announced
 SEND_WAIT_S = 2.0  # the longest the writer waits for an onset being sent (Redis' socket timeout applies too)
 NOTHING_LOGGED = "the change ended with nothing logged: the scene went back, or too little changed"
+NOT_LOGGED_QUEUE_FULL = "the change was not logged: its camera's queue was full"
+NOT_LOGGED_BACK_IN_TIME = "the change was not logged: it is older than what its camera's log already holds"
 
 
 class OnsetAlerts:
@@ -49,7 +52,7 @@ class OnsetAlerts:
         self.detector = detector  # labels at onset: only when a rule asks for them
         self._cond = threading.Condition()
         self._views: OrderedDict[str, ChangeStart] = OrderedDict()  # change_id -> latest view, not yet matched
-        self._ended: list[tuple[ChangeStart, set[str]]] = []  # nothing logged: settled records to send
+        self._ended: list[tuple[ChangeStart, set[str], str]] = []  # nothing logged: (view, rules, why) to send
         self._fired: dict[str, set[str]] = {}  # change_id -> early rules that announced it
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._sending: set[str] = set()  # changes whose onset alerts are being handed to the outputs
@@ -84,12 +87,25 @@ class OnsetAlerts:
                 self._closed.popitem(last=False)
         return rules
 
-    def reverted(self, view: ChangeStart) -> None:
+    def reverted(self, view: ChangeStart, why: str = NOTHING_LOGGED) -> None:
         """The change ended with no event: the rules that announced it get their settled record."""
-        rules = self.close([view.change_id])
+        self._ending([view.change_id], view, why)
+
+    def unlogged(self, cand: ChangeCandidate, why: str) -> None:
+        """A settled change that gets no event after all (`why`): the same settled record."""
+        if not cand.change_id:
+            return
+        # its onset's wall time: the after frame's, less the media time between them
+        onset_wall = cand.after.wall_time - (cand.after.media_time - cand.onset_media_time)
+        view = ChangeStart(cand.camera_id, cand.change_id, cand.onset_media_time, onset_wall, cand.after,
+                           cand.regions, cand.scores.changed_fraction)  # fmt: skip
+        self._ending([cand.change_id, *cand.merged], view, why)
+
+    def _ending(self, change_ids: list[str], view: ChangeStart, why: str) -> None:
+        rules = self.close(change_ids)
         if rules:
             with self._cond:
-                self._ended.append((view, rules))
+                self._ended.append((view, rules, why))
                 self._cond.notify_all()
 
     # -- the thread ---------------------------------------------------------------------------
@@ -111,17 +127,17 @@ class OnsetAlerts:
                 while not (self._views or self._ended or self._stop):
                     self._cond.wait()
                 if self._ended:
-                    view, rules = self._ended.pop(0)
+                    view, rules, why = self._ended.pop(0)
                     ended = True
                 elif self._views:
                     _, view = self._views.popitem(last=False)
-                    rules, ended = set(self._fired.get(view.change_id, ())), False
+                    rules, ended, why = set(self._fired.get(view.change_id, ())), False, ""
                 else:
                     return  # stopping, nothing left
             try:
                 if ended:
                     for rule in sorted(rules):
-                        self._send(rule, *nothing_logged(rule, view))
+                        self._send(rule, *nothing_logged(rule, view, why))
                 else:
                     self._match(view, rules)
             except Exception:  # noqa: BLE001 - one bad view must not end early alerts
@@ -223,7 +239,7 @@ def onset_alert(rule: str, view: ChangeStart, regions: tuple[Region, ...]) -> tu
     return _entry(doc, "t_onset")
 
 
-def nothing_logged(rule: str, view: ChangeStart) -> tuple[list[str], str]:
+def nothing_logged(rule: str, view: ChangeStart, why: str = NOTHING_LOGGED) -> tuple[list[str], str]:
     doc = {**_payload(rule, view, "settled"), "t_after": iso_utc(view.frame.wall_time), "outcome": "nothing_logged",
-           "text": NOTHING_LOGGED, "event_id": None}  # fmt: skip
+           "text": why, "event_id": None}  # fmt: skip
     return _entry(doc, "t_after")

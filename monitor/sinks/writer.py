@@ -101,6 +101,12 @@ class EventWriter:
             if cand is not None and self.captures is not None:
                 self.captures.save(cand, event)
 
+    def unlogged(self, cand: ChangeCandidate, why: str) -> None:
+        """A settled change that gets no event after all: the early rules that announced it get
+        their settled record (`why` is its text)."""
+        if self.onsets is not None:
+            self.onsets.unlogged(cand, why)
+
     def _announced(self, event: ChangeEvent) -> set[str]:
         """The early rules whose onset alert announced this event's change (or one merged into it)."""
         if self.onsets is None or not event.change_id:
