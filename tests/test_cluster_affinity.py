@@ -4,14 +4,16 @@ hashing names, by XCLAIM, and nothing is lost or described twice, also when that
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 
 from monitor.bench.local_redis import LocalRedisServer
-from monitor.cluster.affinity import HOLD_BATCHES, owner_of
+from monitor.cluster.affinity import HOLD_BATCHES, dealt, owner_of
 from monitor.cluster.wire import encode_candidate
 from monitor.cluster.worker import GROUP, DescribeWorker, candidates_key, results_key
 from monitor.describe.factory import build_describer
@@ -69,12 +71,29 @@ def test_rendezvous_owners_are_stable_spread_and_move_only_when_their_worker_goe
     assert moved and all(owners[c] == "w-b" for c in moved)  # only w-b's cameras move
 
 
-def test_under_load_each_camera_is_described_by_its_worker_and_nothing_twice(tmp_path: Path) -> None:
+def test_cameras_are_dealt_evenly_whatever_their_names() -> None:
+    cams = [f"gate-{g}\0cam{i}" for g in "ab" for i in range(7)]
+    owners = dealt(cams, ["w2", "w0", "w1"])
+    assert sorted(list(owners.values()).count(w) for w in ("w0", "w1", "w2")) == [4, 5, 5]
+    assert owners == dealt(list(reversed(cams)), ["w0", "w1", "w2"])  # the same, whoever computes it
+    assert dealt(cams, []) == {}
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["cameras-listed", "rendezvous"])
+def test_under_load_each_camera_is_described_by_its_worker_and_nothing_twice(tmp_path: Path, listed: bool) -> None:
     rds = LocalRedisServer(tmp_path / "redis").start()
     try:
         client = rds.client(decode=False)
+        if listed:  # as a gate node lists its cameras at its start
+            client.hset("monitor:cameras", "gate-a", json.dumps(CAMERAS))
         fill(client, per_camera=8)  # 48 candidates, batches of 4: every read is a full one until the end
         a, b = workers(client, ["w-a", "w-b"], page=4)
+        owners = {c: a.affinity.owner("gate-a", c) for c in CAMERAS}
+        assert owners == {c: b.affinity.owner("gate-a", c) for c in CAMERAS}  # both see the same owners
+        if listed:  # dealt in turn: 3 cameras each
+            assert sorted(owners.values()) == ["w-a"] * 3 + ["w-b"] * 3, owners
+        else:
+            assert owners == {c: owner_of(f"gate-a\0{c}", ["w-a", "w-b"]) for c in CAMERAS}
         total = 0
         for _ in range(40):
             for w in (a, b):
@@ -84,7 +103,7 @@ def test_under_load_each_camera_is_described_by_its_worker_and_nothing_twice(tmp
                 break
         got = results(client)
         assert sorted((c, s) for c, s, _ in got) == sorted((c, i) for c in CAMERAS for i in range(1, 9))
-        by_owner = sum(1 for c, _, w in got if w == owner_of(f"gate-a\0{c}", ["w-a", "w-b"]))
+        by_owner = sum(1 for c, _, w in got if w == owners[c])
         assert by_owner >= 40, got  # the last partial reads may stay where they are read
         assert a.affinity.handed_over + b.affinity.handed_over > 0
         assert client.xpending(candidates_key("monitor"), GROUP)["pending"] == 0

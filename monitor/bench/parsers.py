@@ -66,6 +66,7 @@ def add_bench_parsers(bench: Any, cmd_bench: Any) -> None:
     bk.add_argument("--cameras", type=positive_int, default=8, help="file cameras of the clip (default 8)")
     bk.add_argument("--video", type=Path, help="footage (default: the shared one-by-one clip)")
     bk.add_argument("--no-kill", action="store_true", help="skip the run with a worker SIGKILLed mid-run")
+    bk.add_argument("--repeat", type=positive_int, default=1, help="the runs again, interleaved; ratios of medians")
     add_json_option(bk)
     bk.set_defaults(func=cmd_bench)
     bm = bench.add_parser(

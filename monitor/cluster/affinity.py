@@ -3,14 +3,17 @@ that worker's frame cache holds the camera's frames (one change's "after" frame 
 one's "before": a worker that saw the previous change encodes one frame, not two).
 
 A consumer group hands each entry to whichever worker asks, so affinity is added on top of it,
-with nothing but the group's own commands and one key per worker:
+with nothing but the group's own commands, one key per worker and one hash of cameras:
 
 - **Who is alive**: each worker keeps `<prefix>:describer:<name>` set with a time to live of
   `cluster.claim_idle_ms` (renewed at every read) and its name in the set `<prefix>:describers`.
   Redis expires the key of a worker that died, by its own clock.
-- **Whose camera**: rendezvous hashing over the live workers (the highest crc32 of worker and
-  camera): every worker computes the same owner without asking anyone, and when a worker comes
-  or goes only the cameras it gains or loses move.
+- **Whose camera**: every gate node lists its cameras in the hash `<prefix>:cameras` (field: the
+  node); the cameras of all nodes, sorted, are dealt to the live workers, sorted, in turn, so
+  each worker has as many cameras as the next, give or take one, and every worker computes the
+  same owners without asking anyone. (When a worker comes or goes most cameras move: that costs
+  each camera one frame encoded twice, and an even share is worth more.) A camera no gate
+  listed goes by rendezvous hashing (the highest crc32 of worker and camera).
 - **Handing over**: only under load (the read filled a whole batch: the stream holds more), a
   worker XCLAIMs an entry of another worker's camera to that worker. The entry stays pending in
   the group throughout, so nothing is lost: the owner reads its own pending entries first at its
@@ -22,6 +25,7 @@ with nothing but the group's own commands and one key per worker:
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
 
@@ -36,19 +40,34 @@ def describers_key(prefix: str) -> str:
     return f"{prefix}:describers"
 
 
-def owner_of(camera_key: str, workers: list[str]) -> str:
-    """Rendezvous hashing: the live worker with the highest crc32 of (worker, camera)."""
-    return max(workers, key=lambda w: (zlib.crc32(f"{w}\0{camera_key}".encode()), w))
+def cameras_key(prefix: str) -> str:
+    return f"{prefix}:cameras"
+
+
+def camera_key(node: str, camera: str) -> str:
+    return f"{node}\0{camera}"
+
+
+def dealt(cameras: list[str], workers: list[str]) -> dict[str, str]:
+    """Each camera key's worker: the cameras, sorted, dealt to the workers, sorted, in turn."""
+    workers = sorted(workers)
+    return {cam: workers[i % len(workers)] for i, cam in enumerate(sorted(set(cameras)))} if workers else {}
+
+
+def owner_of(key: str, workers: list[str]) -> str:
+    """Rendezvous hashing: the live worker with the highest crc32 of (worker, camera key)."""
+    return max(workers, key=lambda w: (zlib.crc32(f"{w}\0{key}".encode()), w))
 
 
 class CameraAffinity:
     def __init__(self, client: redis.Redis, prefix: str, key: str, group: str, name: str, ttl_ms: int, page: int):
         self.client, self.key, self.group, self.name = client, key, group, name
-        self.k_set, self.k_each = describers_key(prefix), f"{prefix}:describer:"
+        self.k_set, self.k_each, self.k_cameras = describers_key(prefix), f"{prefix}:describer:", cameras_key(prefix)
         self.k_self = self.k_each + name
         self.ttl_ms, self.page = max(int(ttl_ms), 1000), page
         self.every_s = min(self.ttl_ms / 4000, 5.0)  # how long a view of the live workers is kept
         self._live: list[str] = [name]
+        self._owners: dict[str, str] = {}  # camera key -> worker, dealt
         self._live_at = 0.0
         self.handed_over = 0
 
@@ -63,7 +82,9 @@ class CameraAffinity:
             pipe.execute()
             return
         pipe.smembers(self.k_set)
-        members = sorted(m.decode() if isinstance(m, bytes) else m for m in pipe.execute()[-1])
+        pipe.hgetall(self.k_cameras)
+        *_, members, listed = pipe.execute()
+        members = sorted(_text(m) for m in members)
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             pipe.exists(self.k_each + member)
@@ -72,11 +93,22 @@ class CameraAffinity:
         if gone:  # died: its key expired
             self.client.srem(self.k_set, *gone)
         self._live = sorted({self.name, *(m for m, alive in found.items() if alive)})
+        cameras = []
+        for node, ids in listed.items():
+            try:
+                cameras += [camera_key(_text(node), str(c)) for c in json.loads(ids)]
+            except (ValueError, TypeError):
+                continue  # not a gate's list
+        self._owners = dealt(cameras, self._live)
         self._live_at = now
 
     @property
     def live(self) -> list[str]:
         return list(self._live)
+
+    def owner(self, node: str, camera: str) -> str:
+        key = camera_key(node, camera)
+        return self._owners.get(key) or owner_of(key, self._live)
 
     def keep(self, entries: list) -> list:
         """The entries this worker describes; the others are XCLAIMed to their camera's worker."""
@@ -89,7 +121,7 @@ class CameraAffinity:
             except WireError:
                 continue  # this worker acknowledges it and says so
             if kind == "change":
-                owner = owner_of(f"{node}\0{camera}", self._live)
+                owner = self.owner(node, camera)
                 if owner != self.name:
                     owners[entry_id] = owner
         if not owners:
@@ -113,8 +145,7 @@ class CameraAffinity:
         summary = self.client.xpending(self.key, self.group)
         out = {}
         for c in summary.get("consumers") or []:
-            name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
-            out[name] = int(c["pending"])
+            out[_text(c["name"])] = int(c["pending"])
         return out
 
     def leave(self) -> None:
@@ -123,3 +154,7 @@ class CameraAffinity:
         pipe.delete(self.k_self)
         pipe.srem(self.k_set, self.name)
         pipe.execute()
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

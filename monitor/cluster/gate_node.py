@@ -13,12 +13,15 @@ there the log files, captures, Redis and MQTT exactly as in the single-process d
   `embedded-fallback`; a late result for it is dropped. So is any second result of one seq.
 - **Nothing lost**: a candidate leaves the stream (XDEL) only once its event is written, so
   a gate that dies meanwhile finds it again at its next start (`start`), and writes it then.
+- **Its cameras** are listed in `<prefix>:cameras` (field: the node), at the start and when a
+  reload adds one: the workers deal them out among themselves (`cluster.affinity`).
 - Health events take their seq here too; they go into the stream (as a record) and straight
   to the orderer behind the camera's earlier changes.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import redis
 import structlog
 
+from monitor.cluster.affinity import cameras_key
 from monitor.cluster.wire import (
     WireError,
     decode_candidate,
@@ -87,11 +91,14 @@ class RemoteDescribing:
         self._down = False
         self.fallbacks = 0
         self.undescribed = 0  # pending() after the loop's last pass (observers read it)
+        self.k_cameras = cameras_key(prefix)
+        self._listed: set[str] = {cam.id for cam in settings.cameras}  # in <prefix>:cameras
 
     # -- start: what a previous run of this node left in the stream -------------------------
     def start(self, last: dict[str, int]) -> dict[str, int]:
         out = dict(last)
         try:
+            self._list_cameras()
             stale = []
             for entry_id, fields in self._scan(self.k_candidates):
                 try:
@@ -114,6 +121,10 @@ class RemoteDescribing:
         except _ERRORS as exc:
             self._went_down(exc)
         return out
+
+    def _list_cameras(self) -> None:
+        """This node's cameras in <prefix>:cameras: the workers deal them out (camera affinity)."""
+        self.client.hset(self.k_cameras, self.node, json.dumps(sorted(self._listed)))
 
     def _scan(self, key: str):
         start = "-"
@@ -157,6 +168,12 @@ class RemoteDescribing:
                     self.writer.unlogged(item, NOT_LOGGED_BACK_IN_TIME)
                 continue
             seq = self.orderer.next_seq(item.camera_id)
+            if item.camera_id not in self._listed:  # a camera a reload added
+                self._listed.add(item.camera_id)
+                try:
+                    self._list_cameras()
+                except _ERRORS as exc:
+                    self._went_down(exc)
             if health:
                 event = health_event(item, seq)
                 fields = encode_health(event, self.node, self.k_results)
