@@ -48,6 +48,16 @@ def results(client: redis.Redis) -> list[tuple[str, int, str]]:
     return out
 
 
+@pytest.fixture
+def client(tmp_path: Path):
+    """A bytes client of a throwaway redis-server."""
+    rds = LocalRedisServer(tmp_path / "redis").start()
+    try:
+        yield rds.client(decode=False)
+    finally:
+        rds.stop()
+
+
 def workers(client: redis.Redis, names: list[str], page: int, claim_idle_ms: int = 60_000) -> list[DescribeWorker]:
     describer = build_describer("embedded")
     out = [DescribeWorker(client, describer, "monitor", n, claim_idle_ms, page) for n in names]
@@ -80,72 +90,57 @@ def test_cameras_are_dealt_evenly_whatever_their_names() -> None:
 
 
 @pytest.mark.parametrize("listed", [True, False], ids=["cameras-listed", "rendezvous"])
-def test_under_load_each_camera_is_described_by_its_worker_and_nothing_twice(tmp_path: Path, listed: bool) -> None:
-    rds = LocalRedisServer(tmp_path / "redis").start()
-    try:
-        client = rds.client(decode=False)
-        if listed:  # as a gate node lists its cameras at its start
-            client.hset("monitor:cameras", "gate-a", json.dumps(CAMERAS))
-        fill(client, per_camera=8)  # 48 candidates, batches of 4: every read is a full one until the end
-        a, b = workers(client, ["w-a", "w-b"], page=4)
-        owners = {c: a.affinity.owner("gate-a", c) for c in CAMERAS}
-        assert owners == {c: b.affinity.owner("gate-a", c) for c in CAMERAS}  # both see the same owners
-        if listed:  # dealt in turn: 3 cameras each
-            assert sorted(owners.values()) == ["w-a"] * 3 + ["w-b"] * 3, owners
-        else:
-            assert owners == {c: owner_of(f"gate-a\0{c}", ["w-a", "w-b"]) for c in CAMERAS}
-        total = 0
-        for _ in range(40):
-            for w in (a, b):
-                w.read_new(block_ms=1)
-            total = len(results(client))
-            if total == 48:
-                break
-        got = results(client)
-        assert sorted((c, s) for c, s, _ in got) == sorted((c, i) for c in CAMERAS for i in range(1, 9))
-        by_owner = sum(1 for c, _, w in got if w == owners[c])
-        assert by_owner >= 40, got  # the last partial reads may stay where they are read
-        assert a.affinity.handed_over + b.affinity.handed_over > 0
-        assert client.xpending(candidates_key("monitor"), GROUP)["pending"] == 0
-    finally:
-        rds.stop()
+def test_under_load_each_camera_is_described_by_its_worker_and_nothing_twice(client: redis.Redis, listed: bool) -> None:
+    if listed:  # as a gate node lists its cameras at its start
+        client.hset("monitor:cameras", "gate-a", json.dumps(CAMERAS))
+    fill(client, per_camera=8)  # 48 candidates, batches of 4: every read is a full one until the end
+    a, b = workers(client, ["w-a", "w-b"], page=4)
+    owners = {c: a.affinity.owner("gate-a", c) for c in CAMERAS}
+    assert owners == {c: b.affinity.owner("gate-a", c) for c in CAMERAS}  # both see the same owners
+    if listed:  # dealt in turn: 3 cameras each
+        assert sorted(owners.values()) == ["w-a"] * 3 + ["w-b"] * 3, owners
+    else:
+        assert owners == {c: owner_of(f"gate-a\0{c}", ["w-a", "w-b"]) for c in CAMERAS}
+    total = 0
+    for _ in range(40):
+        for w in (a, b):
+            w.read_new(block_ms=1)
+        total = len(results(client))
+        if total == 48:
+            break
+    got = results(client)
+    assert sorted((c, s) for c, s, _ in got) == sorted((c, i) for c in CAMERAS for i in range(1, 9))
+    by_owner = sum(1 for c, _, w in got if w == owners[c])
+    assert by_owner >= 40, got  # the last partial reads may stay where they are read
+    assert a.affinity.handed_over + b.affinity.handed_over > 0
+    assert client.xpending(candidates_key("monitor"), GROUP)["pending"] == 0
 
 
-def test_an_owner_holding_two_batches_gets_no_more(tmp_path: Path) -> None:
-    rds = LocalRedisServer(tmp_path / "redis").start()
-    try:
-        client = rds.client(decode=False)
-        fill(client, per_camera=10)
-        a, b = workers(client, ["w-a", "w-b"], page=3)
-        for _ in range(12):  # only a reads: b is busy with something long
-            a.read_new(block_ms=1)
-        held = client.xpending(candidates_key("monitor"), GROUP)
-        by_name = {c["name"].decode(): int(c["pending"]) for c in held["consumers"]}
-        assert by_name.get("w-b", 0) <= HOLD_BATCHES * 3, by_name
-        assert len(results(client)) > 12 and {w for *_, w in results(client)} == {"w-a"}  # a never waits on b
-    finally:
-        rds.stop()
+def test_an_owner_holding_two_batches_gets_no_more(client: redis.Redis) -> None:
+    fill(client, per_camera=10)
+    a, b = workers(client, ["w-a", "w-b"], page=3)
+    for _ in range(12):  # only a reads: b is busy with something long
+        a.read_new(block_ms=1)
+    held = client.xpending(candidates_key("monitor"), GROUP)
+    by_name = {c["name"].decode(): int(c["pending"]) for c in held["consumers"]}
+    assert by_name.get("w-b", 0) <= HOLD_BATCHES * 3, by_name
+    assert len(results(client)) > 12 and {w for *_, w in results(client)} == {"w-a"}  # a never waits on b
 
 
-def test_candidates_handed_to_a_worker_that_died_are_claimed_and_described_once(tmp_path: Path) -> None:
-    rds = LocalRedisServer(tmp_path / "redis").start()
-    try:
-        client = rds.client(decode=False)
-        fill(client, per_camera=4)  # 24
-        a, b = workers(client, ["w-a", "w-b"], page=4, claim_idle_ms=1000)
-        a.read_new(block_ms=1)  # hands b's cameras to b ... which dies now, holding them
-        handed = a.affinity.handed_over
-        assert handed > 0
-        deadline = time.monotonic() + 20
-        while len(results(client)) < 24 and time.monotonic() < deadline:
-            a.run(count=a.handled + 1, should_stop=lambda: time.monotonic() > deadline)
-        got = results(client)
-        assert sorted((c, s) for c, s, _ in got) == sorted((c, i) for c in CAMERAS for i in range(1, 5))
-        assert {w for *_, w in got} == {"w-a"} and a.claimed >= handed
-        while client.exists("monitor:describer:w-b") and time.monotonic() < deadline:
-            time.sleep(0.05)  # its key expires: b is seen gone and leaves the set
-        a.affinity.beat(look=True)
-        assert a.affinity.live == ["w-a"] and client.smembers("monitor:describers") == {b"w-a"}
-        assert client.xpending(candidates_key("monitor"), GROUP)["pending"] == 0
-    finally:
-        rds.stop()
+def test_candidates_handed_to_a_worker_that_died_are_claimed_and_described_once(client: redis.Redis) -> None:
+    fill(client, per_camera=4)  # 24
+    a, b = workers(client, ["w-a", "w-b"], page=4, claim_idle_ms=1000)
+    a.read_new(block_ms=1)  # hands b's cameras to b ... which dies now, holding them
+    handed = a.affinity.handed_over
+    assert handed > 0
+    deadline = time.monotonic() + 20
+    while len(results(client)) < 24 and time.monotonic() < deadline:
+        a.run(count=a.handled + 1, should_stop=lambda: time.monotonic() > deadline)
+    got = results(client)
+    assert sorted((c, s) for c, s, _ in got) == sorted((c, i) for c in CAMERAS for i in range(1, 5))
+    assert {w for *_, w in got} == {"w-a"} and a.claimed >= handed
+    while client.exists("monitor:describer:w-b") and time.monotonic() < deadline:
+        time.sleep(0.05)  # its key expires: b is seen gone and leaves the set
+    a.affinity.beat(look=True)
+    assert a.affinity.live == ["w-a"] and client.smembers("monitor:describers") == {b"w-a"}
+    assert client.xpending(candidates_key("monitor"), GROUP)["pending"] == 0
