@@ -1,7 +1,8 @@
 """Scale-out on Redis Streams, with real processes and a real redis-server: `monitor run --role
 gate` puts each change in `<prefix>:candidates`, `monitor describe-worker` processes describe
 them, and the gate's ordered writer logs them. Faults: a worker SIGKILLed mid-batch, no worker
-at all, Redis killed and restarted with AOF, a gate killed and restarted, foreign entries."""
+at all, all workers down then one back mid-run, Redis killed and restarted with AOF, a gate
+killed and restarted, foreign entries."""
 
 from __future__ import annotations
 
@@ -154,6 +155,27 @@ def test_with_no_worker_the_embedded_sentence_comes_after_the_timeout(tmp_path: 
         time.sleep(2)
         assert "describe_worker_ready" in stop(w, tmp_path / "late.log")
         assert rds.client().xlen("monitor:described:gate-a") == 0
+    finally:
+        rds.stop()
+
+
+def test_all_workers_down_then_one_back_mid_run(tmp_path: Path) -> None:
+    """The aisle clip at its own pace (changes at 6, 17 and 26 s): no worker at first, so the
+    first change gets the embedded sentence after describe_timeout_s; a worker started then
+    describes the next two. Nothing lost, nothing twice, in order."""
+    rds = LocalRedisServer(tmp_path / "redis").start()
+    try:
+        cameras = [{"id": "aisle", "source": str(need_video("car-detection.mp4")), "realtime": True}]
+        config = write_config(tmp_path / "gate.yaml", tmp_path, rds.url, cameras, describe_timeout_s=2)
+        g = gate(config, tmp_path / "gate.log")
+        first = wait_for(lambda: read_events(tmp_path / "logs"), timeout=40, every=0.1)
+        w = worker(config, "back", tmp_path / "back.log")
+        finish(g, tmp_path / "gate.log")
+        events = read_events(tmp_path / "logs")
+        assert [e["describer"] for e in first] == ["embedded-fallback"]
+        assert [e["describer"] for e in events] == ["embedded-fallback", "embedded", "embedded"], events
+        assert "described=2" in stop(w, tmp_path / "back.log")
+        assert_once_in_order(events, rds.client())
     finally:
         rds.stop()
 
