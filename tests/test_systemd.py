@@ -125,6 +125,7 @@ def test_role_units_verify_and_are_hardened(name: str, tmp_path: Path) -> None:
     one = {k: v[-1] for k, v in directives(unit.read_text()).items()}
     assert one["Type"] == "notify" and one["Restart"] == "on-failure" and one["DynamicUser"] == "yes"
     assert one["LoadCredential"] == "redis-password:/etc/monitor/redis-password"
+    assert re.fullmatch(r"\d+s", one["WatchdogSec"])  # both ping it (tests/test_notify.py)
     if name == "monitor-gate.service":
         assert one["ExecStart"] == EXEC + " run --role gate --config /etc/monitor/monitor.yaml --quiet"
         assert one["PrivateDevices"] == "yes"  # no GPU on a gate node

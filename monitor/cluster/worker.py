@@ -79,6 +79,7 @@ class DescribeWorker(GroupConsumer):
         self.malformed = 0
         self.claimed = 0
         self._ready = False
+        self.alive: Callable[[], None] = lambda: None  # at every read and batch (systemd's watchdog)
 
     @property
     def described(self) -> int:
@@ -100,6 +101,7 @@ class DescribeWorker(GroupConsumer):
     def read_new(self, limit: int | None = None, block_ms: int = BLOCK_MS) -> None:
         """With affinity: what other workers handed over first, then new entries, those of other
         workers' cameras handed to them when the read was a full one (the stream holds more)."""
+        self.alive()
         room = self._room(limit)
         if self.affinity is None or room <= 0:
             return super().read_new(limit, block_ms)
@@ -143,6 +145,7 @@ class DescribeWorker(GroupConsumer):
         if not todo:
             return 0
         descriptions = self.describer.describe([cand for *_, cand in todo])
+        self.alive()
         pipe = self.client.pipeline(transaction=True)
         for (entry_id, reply, seq, cand), desc in zip(todo, descriptions, strict=True):
             event = change_event(cand, seq, desc, self.describer.name)
@@ -171,6 +174,7 @@ class DescribeWorker(GroupConsumer):
                 attempt += 1
                 end = time.monotonic() + backoff_delay(backoff, attempt)
                 while time.monotonic() < end and not should_stop():
+                    self.alive()  # waiting Redis out is not hanging
                     time.sleep(0.1)
         if self.affinity is not None:
             try:
@@ -178,6 +182,22 @@ class DescribeWorker(GroupConsumer):
             except _ERRORS:
                 pass  # its key expires by itself
         return self.described
+
+
+def watchdog_pings(notifier, worker: DescribeWorker) -> Callable[[], None]:
+    """WATCHDOG=1 (and a STATUS line) at most every half WATCHDOG_USEC, from the worker's loop:
+    a worker stuck in a batch (a hung GPU) stops pinging and systemd restarts it."""
+    every = (notifier.watchdog_interval or 0) / 2
+    last = [0.0]
+
+    def ping() -> None:
+        now = time.monotonic()
+        if every and now - last[0] >= every:
+            last[0] = now
+            notifier.watchdog()
+            notifier.status(f"described {worker.described}, claimed {worker.claimed}, malformed {worker.malformed}")
+
+    return ping
 
 
 def run_worker(args) -> int:
@@ -215,6 +235,7 @@ def run_worker(args) -> int:
     )  # fmt: skip
     notifier = Notifier.from_env()
     notifier.ready(f"describing as {worker.name}")
+    worker.alive = watchdog_pings(notifier, worker)
     worker.serve(should_stop=lambda: bool(stop), count=args.count)
     notifier.stopping("stopping")
     log.info("describe_worker_stopped", worker=worker.name, described=worker.described, malformed=worker.malformed,
