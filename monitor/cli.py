@@ -21,6 +21,7 @@ from monitor.commands import (
     cmd_ask,
     cmd_bench,
     cmd_check_config,
+    cmd_cluster_status,
     cmd_describe_worker,
     cmd_eval_log,
     cmd_models,
@@ -114,6 +115,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser, config_holds: str) -> None:
+    """--redis and --config of the scale-out commands (describe-worker, cluster-status)."""
+    parser.add_argument(
+        "--redis", metavar="URL", default=os.environ.get("MONITOR_REDIS__URL"),
+        help="redis:// or rediss:// URL (default: redis.url of --config, or $MONITOR_REDIS__URL)",
+    )  # fmt: skip
+    parser.add_argument("--config", type=Path, help=f"YAML config file ({config_holds})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="monitor", description="Video-surveillance change monitor.")
     _add_global_options(p, defaults=True)
@@ -158,15 +168,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(the config's describer: a VLM on the GPU, or the embedded one) and send the event back to its gate node; "
         "take over changes another worker read but never acknowledged.",
     )
-    w.add_argument(
-        "--redis", metavar="URL", default=os.environ.get("MONITOR_REDIS__URL"),
-        help="redis:// or rediss:// URL (default: redis.url of --config, or $MONITOR_REDIS__URL)",
-    )  # fmt: skip
-    w.add_argument("--config", type=Path, help="YAML config file (describer, redis.prefix, cluster.claim_idle_ms)")
+    _add_cluster_options(w, "describer, redis.prefix, cluster.claim_idle_ms")
     w.add_argument("--name", help="this worker's name in the group, unique per running worker (default: host name)")
     w.add_argument("--count", type=positive_int, metavar="N", help="exit after describing N changes")
     w.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (torch, OpenCV; default: all cores)")
     w.set_defaults(func=cmd_describe_worker)
+
+    cs = sub.add_parser(
+        "cluster-status",
+        help="the scale-out as Redis sees it: candidates waiting, each describe worker, each gate node",
+        description="Read-only: candidates in <prefix>:candidates and in a worker's hand; per describe worker "
+        "alive, pending, idle seconds and cameras dealt to it; per gate node its cameras and results not yet written.",
+    )
+    _add_cluster_options(cs, "redis.url, redis.prefix")
+    cs.add_argument("--json", action="store_true", help="print JSON")
+    cs.set_defaults(func=cmd_cluster_status)
 
     c = sub.add_parser("check-config", help="validate a config file and list every error")
     c.add_argument("file", type=Path)

@@ -214,6 +214,12 @@ def cmd_describe_worker(args: argparse.Namespace) -> int:
     return run_worker(args)
 
 
+def cmd_cluster_status(args: argparse.Namespace) -> int:
+    from monitor.cluster.status import run_status
+
+    return run_status(args)
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from monitor.config import load_settings
     from monitor.review.ask import Asker, find_event

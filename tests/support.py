@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,17 @@ def monitor_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The current environment without MONITOR_* settings, made offline, plus `env`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
     return {**base, **OFFLINE_ENV, **(env or {})}
+
+
+@contextmanager
+def running(proc: subprocess.Popen):
+    """The process; killed (and reaped) on the way out if it still runs."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def run_monitor(

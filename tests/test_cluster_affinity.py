@@ -144,3 +144,32 @@ def test_candidates_handed_to_a_worker_that_died_are_claimed_and_described_once(
     a.affinity.beat(look=True)
     assert a.affinity.live == ["w-a"] and client.smembers("monitor:describers") == {b"w-a"}
     assert client.xpending(candidates_key("monitor"), GROUP)["pending"] == 0
+
+
+def test_cluster_status_shows_the_candidates_workers_and_gates(client: redis.Redis) -> None:
+    """`monitor cluster-status`, the real command, on what two workers left: one alive that
+    described its share, one gone holding what was handed to it."""
+    from support import assert_no_traceback, free_port, run_monitor
+
+    client.hset("monitor:cameras", "gate-a", json.dumps(CAMERAS))
+    fill(client, per_camera=2)  # 12
+    a, b = workers(client, ["w-a", "w-b"], page=4)
+    a.read_new(block_ms=1)  # a full read: b's cameras handed to b
+    b.affinity.leave()  # b is gone, holding them
+    url = f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}"
+    proc = run_monitor("cluster-status", "--redis", url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    handed = a.affinity.handed_over
+    assert handed > 0 and (doc["candidates"], doc["in_hand"]) == (12, handed)
+    assert doc["workers"] == [
+        {"name": "w-a", "alive": True, "pending": 0, "idle_s": doc["workers"][0]["idle_s"], "cameras": 6},
+        {"name": "w-b", "alive": False, "pending": handed, "idle_s": doc["workers"][1]["idle_s"], "cameras": 0},
+    ]
+    assert doc["gates"] == [{"node": "gate-a", "cameras": 6, "results_waiting": a.described}]
+    table = run_monitor("cluster-status", "--redis", url)
+    assert f"candidates: 12 in the stream, {handed} in a worker's hand" in table.stdout, table.stdout
+    down = run_monitor("cluster-status", "--redis", f"redis://127.0.0.1:{free_port()}")
+    assert down.returncode == 1 and down.stderr.count("\n") == 1, down.stderr
+    assert "cluster-status: Redis at redis://127.0.0.1:" in down.stderr
+    assert_no_traceback(down)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import REPO, monitor_env, read_events
+from support import REPO, monitor_env, read_events, running
 
 from monitor.bench.local_redis import LocalRedisServer
 from monitor.config import load_settings
@@ -73,6 +73,16 @@ class NotifySocket:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
+
+
+def popen_monitor(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    """`python -m monitor ARGS` as systemd would start it (env: NOTIFY_SOCKET, WATCHDOG_USEC)."""
+    env = monitor_env(env)
+    env.pop("WATCHDOG_PID", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "monitor", *args], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -131,12 +141,9 @@ def test_heartbeats_busy_and_stale() -> None:
 
 # -- the real daemon -------------------------------------------------------------------------
 def test_daemon_ready_watchdog_status_stopping(tmp_path: Path, scene: Path, notify_socket: NotifySocket) -> None:
-    env = monitor_env({"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000"})
-    env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run", "--source", str(scene), "--realtime", "--quiet",
-         "--camera-id", "lot", "--log-dir", str(tmp_path / "logs")],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = popen_monitor(
+        "run", "--source", str(scene), "--realtime", "--quiet", "--camera-id", "lot", "--log-dir",
+        str(tmp_path / "logs"), env={"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "400000"},
     )  # fmt: skip
     try:
         ready = notify_socket.wait_for("READY=1", 30)
@@ -172,26 +179,19 @@ def test_describe_worker_ready_watchdog_status_stopping(tmp_path: Path, notify_s
     """monitor describe-worker under systemd: READY=1, WATCHDOG=1 while it waits for work (its
     reads), a STATUS line with its counts, STOPPING=1 and exit 0 on SIGTERM."""
     rds = LocalRedisServer(tmp_path / "redis").start()
-    env = monitor_env({"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "2000000"})
-    env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "describe-worker", "--redis", rds.url, "--name", "w0"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    env = {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "2000000"}
     try:
-        ready = notify_socket.wait_for("READY=1", 30)
-        time.sleep(3.5)
-        pings = notify_socket.count("WATCHDOG=1", since=ready)
-        # at most one per WATCHDOG_USEC/2 = 1 s, at its reads (a blocking read lasts up to 1 s)
-        assert 2 <= pings <= 5, notify_socket.messages
-        statuses = [f for f in notify_socket.fields() if f.startswith("STATUS=")]
-        assert "STATUS=described 0, claimed 0, malformed 0" in statuses, statuses
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        with running(popen_monitor("describe-worker", "--redis", rds.url, "--name", "w0", env=env)) as proc:
+            ready = notify_socket.wait_for("READY=1", 30)
+            time.sleep(3.5)
+            pings = notify_socket.count("WATCHDOG=1", since=ready)
+            # at most one per WATCHDOG_USEC/2 = 1 s, at its reads (a blocking read lasts up to 1 s)
+            assert 2 <= pings <= 5, notify_socket.messages
+            statuses = [f for f in notify_socket.fields() if f.startswith("STATUS=")]
+            assert "STATUS=described 0, claimed 0, malformed 0" in statuses, statuses
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
         rds.stop()
     assert proc.returncode == 0, err
     assert notify_socket.count("STOPPING=1") >= 1 and "Traceback" not in err

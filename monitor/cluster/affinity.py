@@ -48,6 +48,22 @@ def camera_key(node: str, camera: str) -> str:
     return f"{node}\0{camera}"
 
 
+def worker_key(prefix: str, name: str) -> str:
+    """A live worker's key (its time to live: cluster.claim_idle_ms)."""
+    return f"{prefix}:describer:{name}"
+
+
+def listed_cameras(raw: dict) -> dict[str, list[str]]:
+    """node -> camera ids, from HGETALL <prefix>:cameras (a field that is no gate's list is skipped)."""
+    out = {}
+    for node, ids in raw.items():
+        try:
+            out[as_text(node)] = [str(c) for c in json.loads(ids)]
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
 def dealt(cameras: list[str], workers: list[str]) -> dict[str, str]:
     """Each camera key's worker: the cameras, sorted, dealt to the workers, sorted, in turn."""
     workers = sorted(workers)
@@ -62,8 +78,9 @@ def owner_of(key: str, workers: list[str]) -> str:
 class CameraAffinity:
     def __init__(self, client: redis.Redis, prefix: str, key: str, group: str, name: str, ttl_ms: int, page: int):
         self.client, self.key, self.group, self.name = client, key, group, name
-        self.k_set, self.k_each, self.k_cameras = describers_key(prefix), f"{prefix}:describer:", cameras_key(prefix)
-        self.k_self = self.k_each + name
+        self.prefix = prefix
+        self.k_set, self.k_cameras = describers_key(prefix), cameras_key(prefix)
+        self.k_self = worker_key(prefix, name)
         self.ttl_ms, self.page = max(int(ttl_ms), 1000), page
         self.every_s = min(self.ttl_ms / 4000, 5.0)  # how long a view of the live workers is kept
         self._live: list[str] = [name]
@@ -84,21 +101,16 @@ class CameraAffinity:
         pipe.smembers(self.k_set)
         pipe.hgetall(self.k_cameras)
         *_, members, listed = pipe.execute()
-        members = sorted(_text(m) for m in members)
+        members = sorted(as_text(m) for m in members)
         pipe = self.client.pipeline(transaction=False)
         for member in members:
-            pipe.exists(self.k_each + member)
+            pipe.exists(worker_key(self.prefix, member))
         found = dict(zip(members, pipe.execute(), strict=True))
         gone = [m for m, alive in found.items() if not alive]
         if gone:  # died: its key expired
             self.client.srem(self.k_set, *gone)
         self._live = sorted({self.name, *(m for m, alive in found.items() if alive)})
-        cameras = []
-        for node, ids in listed.items():
-            try:
-                cameras += [camera_key(_text(node), str(c)) for c in json.loads(ids)]
-            except (ValueError, TypeError):
-                continue  # not a gate's list
+        cameras = [camera_key(node, c) for node, ids in listed_cameras(listed).items() for c in ids]
         self._owners = dealt(cameras, self._live)
         self._live_at = now
 
@@ -145,7 +157,7 @@ class CameraAffinity:
         summary = self.client.xpending(self.key, self.group)
         out = {}
         for c in summary.get("consumers") or []:
-            out[_text(c["name"])] = int(c["pending"])
+            out[as_text(c["name"])] = int(c["pending"])
         return out
 
     def leave(self) -> None:
@@ -156,5 +168,5 @@ class CameraAffinity:
         pipe.execute()
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,9 +23,9 @@ import structlog
 from monitor.backoff import backoff_delay, backoff_policy
 from monitor.cluster.affinity import CameraAffinity
 from monitor.cluster.wire import WireError, decode_candidate, header, result_fields
-from monitor.config import RedisConfig
+from monitor.config import MonitorSettings, RedisConfig
 from monitor.describe.base import Describer
-from monitor.errors import mask_secrets, mask_url
+from monitor.errors import ConfigError, mask_secrets, mask_url
 from monitor.order.events import change_event
 from monitor.records import ChangeCandidate
 from monitor.sinks.redis_streams import read_password
@@ -200,21 +200,28 @@ def watchdog_pings(notifier, worker: DescribeWorker) -> Callable[[], None]:
     return ping
 
 
+def cluster_settings(args, command: str) -> MonitorSettings:
+    """The settings of --config with --redis over redis.url (and systemd's credentials); a
+    ConfigError when there is no Redis to talk to."""
+    from monitor.config import load_settings
+    from monitor.config.secrets import with_systemd_credentials
+
+    overrides = {"redis": {"url": args.redis}} if args.redis else {}
+    settings = with_systemd_credentials(load_settings(args.config, **overrides))
+    if not settings.redis.url:
+        raise ConfigError(f"{command}: no Redis: give --redis URL, redis.url in --config or $MONITOR_REDIS__URL")
+    return settings
+
+
 def run_worker(args) -> int:
     """`monitor describe-worker`: until SIGTERM / Ctrl-C (exit 0) or `--count` changes."""
     import signal
 
-    from monitor.config import load_settings
-    from monitor.config.secrets import with_systemd_credentials
     from monitor.daemon.notify import Notifier
     from monitor.describe.factory import build_describer
-    from monitor.errors import ConfigError
 
-    overrides = {"redis": {"url": args.redis}} if args.redis else {}
-    settings = with_systemd_credentials(load_settings(args.config, **overrides))
+    settings = cluster_settings(args, "describe-worker")
     url = settings.redis.url
-    if not url:
-        raise ConfigError("describe-worker: no Redis: give --redis URL, redis.url in --config or $MONITOR_REDIS__URL")
     if args.threads:  # before the describer exists: torch's pools are sized on first use
         import cv2
 
