@@ -33,6 +33,21 @@ def test_the_same_thing_at_the_same_place_is_one_clause_with_a_count() -> None:
     assert text == "2 people arrived on the left"
 
 
+def test_pieces_of_a_person_who_came_are_not_things_left_behind() -> None:
+    """Low contrast splits an arriving person against the background: the pieces inside them are
+    theirs. A left-behind thing elsewhere, or inside an unnamed change, stays."""
+    from monitor.describe.embedded import without_fragments
+
+    person = Region(0.45, 0.0, 0.24, 0.92, "appeared", 0.2, label="person")
+    piece = Region(0.50, 0.19, 0.16, 0.15, "left_behind", 0.02, label="person")
+    bag = Region(0.10, 0.80, 0.05, 0.06, "left_behind", 0.003)
+    assert without_fragments((person, piece, bag)) == (person, bag)
+    unnamed = Region(0.45, 0.0, 0.24, 0.92, "appeared", 0.2)
+    assert without_fragments((unnamed, piece)) == (unnamed, piece)
+    gone = Region(0.45, 0.0, 0.24, 0.92, "disappeared", 0.2, label="person")
+    assert without_fragments((gone, piece)) == (gone, piece)  # what a person who left put down
+
+
 def test_a_busy_scene_is_summarised_in_at_most_three_clauses() -> None:
     regs = [region(x, y) for x in (0.05, 0.45, 0.85) for y in (0.05, 0.45, 0.85)]
     text = sentence(regs, ["car"] * 9, transient=False)

@@ -12,7 +12,7 @@ import numpy as np
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
 from monitor.detect.objects import ObjectDetector, settle
-from monitor.records import ChangeCandidate, Frame, Region
+from monitor.records import ChangeCandidate, Frame, Region, overlap
 from pipelines.phrases import sentence
 
 # Without a detector, "a person" must be sure: at least as tall for its width as HOG's own
@@ -50,6 +50,14 @@ def pass_views(cand: ChangeCandidate, max_frames: int = MAX_PASS_FRAMES) -> dict
     return out
 
 
+def without_fragments(regions: tuple[Region, ...]) -> tuple[Region, ...]:
+    """A "left behind" region mostly inside a named thing that this change brought into view is
+    a part of that thing (low contrast splits a person into pieces against the background), not
+    something another one left: dropped."""
+    came = [r for r in regions if r.change == "appeared" and r.label]
+    return tuple(r for r in regions if not (r.change == "left_behind" and any(overlap(r, c)[0] >= 0.5 for c in came)))
+
+
 class EmbeddedDescriber:
     """No weights, no GPU. With a detector (`describer.detector.model`), what changed is named
     by the detector's objects where the region is; without one, by shape and OpenCV's HOG
@@ -80,6 +88,7 @@ class EmbeddedDescriber:
             else judge(cand.before, cand.after, r, cand.transient)
             for r in cand.regions
         )
+        regions = without_fragments(regions)
         labels = tuple(r.label for r in regions)
         return Description(sentence(regions, labels, cand.transient, cand.settled), labels, regions)
 
