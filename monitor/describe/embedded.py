@@ -11,9 +11,9 @@ import numpy as np
 
 from monitor.config import DescriberConfig
 from monitor.describe.base import Description
-from monitor.detect.objects import ObjectDetector, settle
+from monitor.detect.objects import ObjectDetector, one_per_object, settle
 from monitor.records import ChangeCandidate, Frame, Region, overlap
-from pipelines.phrases import sentence
+from pipelines.phrases import MOVES_BY_ITSELF, sentence
 
 # Without a detector, "a person" must be sure: at least as tall for its width as HOG's own
 # 64x128 window (a car seen from above is long too, but rarely twice as long as wide), and a
@@ -50,12 +50,28 @@ def pass_views(cand: ChangeCandidate, max_frames: int = MAX_PASS_FRAMES) -> dict
     return out
 
 
+def _shown_in(cand: ChangeCandidate, region: Region) -> Frame | None:
+    """The frame that shows what a region's verdict is about (None: a pass, or a thing left or taken)."""
+    if region.change in ("appeared", "moved"):
+        return cand.after
+    if region.change == "disappeared" and region.stood_s is None:
+        return cand.before
+    return None
+
+
 def without_fragments(regions: tuple[Region, ...]) -> tuple[Region, ...]:
-    """A "left behind" region mostly inside a named thing that this change brought into view is
-    a part of that thing (low contrast splits a person into pieces against the background), not
-    something another one left: dropped."""
+    """What is not something left behind, although the empty scene differs there: a "left
+    behind" region mostly inside a named thing this change brought into view is a piece of that
+    thing (low contrast splits a person into pieces against the background), and one the
+    detector names as a thing that moves by itself (a person, a car) was not put down by
+    anyone (a person standing there is in their own region). Both are dropped."""
     came = [r for r in regions if r.change == "appeared" and r.label]
-    return tuple(r for r in regions if not (r.change == "left_behind" and any(overlap(r, c)[0] >= 0.5 for c in came)))
+    return tuple(
+        r
+        for r in regions
+        if r.change != "left_behind"
+        or (r.label not in MOVES_BY_ITSELF and not any(overlap(r, c)[0] >= 0.5 for c in came))
+    )
 
 
 class EmbeddedDescriber:
@@ -88,6 +104,8 @@ class EmbeddedDescriber:
             else judge(cand.before, cand.after, r, cand.transient)
             for r in cand.regions
         )
+        if self.detector is not None and not cand.transient:
+            regions = one_per_object(self.detector, regions, lambda r: _shown_in(cand, r))
         regions = without_fragments(regions)
         labels = tuple(r.label for r in regions)
         return Description(sentence(regions, labels, cand.transient, cand.settled), labels, regions)

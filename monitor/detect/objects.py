@@ -98,6 +98,15 @@ class ObjectDetector:
                 best = (iou, det.score, det)
         return best[2] if best else None
 
+    def one_object(self, frame: Frame, a: Region, b: Region) -> bool:
+        """One object of a's label, in a crop around both, covers both: two areas of one thing (a
+        person who changed where they stood and where they are now, or whom low contrast split)."""
+        both = region_roi(frame, union(a, b))
+        return any(
+            det.label == a.label and overlap(a, det)[0] >= MIN_COVER and overlap(b, det)[0] >= MIN_COVER
+            for det in self.objects(frame, both)
+        )
+
     def judge(self, before: Frame, after: Frame, region: Region, transient: bool) -> Region:
         """`region` settled (`settle`) by the objects that cover it before and after. The frame
         its pixels point to is looked at first, and the other only when it could change the
@@ -113,3 +122,42 @@ class ObjectDetector:
             now = self.covering(after, region)
             was = None if now and region.change == "appeared" else self.covering(before, region)
         return settle(region, was.label if was else None, now.label if now else None, transient)
+
+
+def union(a: Region, b: Region) -> Region:
+    """One region over both boxes (the first's label and verdict), their areas added."""
+    x0, y0 = min(a.x, b.x), min(a.y, b.y)
+    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
+    return replace(a, x=x0, y=y0, w=x1 - x0, h=y1 - y0, area_fraction=a.area_fraction + b.area_fraction)
+
+
+# verdicts two areas of one object may have, and the verdict of the one region they become
+_TOGETHER = {("appeared", "moved"): "moved", ("moved", "appeared"): "moved"}
+
+
+def one_per_object(detector: ObjectDetector, regions, frame_of) -> tuple[Region, ...]:
+    """One thing can change two areas (where a person stood and where they are now, or a person
+    whom low contrast split against the background), and each area's crop shows a part of it:
+    two labelled areas are one region when one object of their label, in a crop around both,
+    covers both. `frame_of(region)`: the frame that shows it (None: keep it as it is). Verdicts:
+    the same, or appeared with moved (it moved)."""
+    out: list[Region] = []
+    for region in regions:
+        frame = frame_of(region) if region.label else None
+        same = None
+        if frame is not None:
+            same = next(
+                (
+                    i for i, o in enumerate(out)
+                    if o.label == region.label and (o.change == region.change or (o.change, region.change) in _TOGETHER)
+                    and frame_of(o) is frame and detector.one_object(frame, o, region)
+                ),
+                None,
+            )  # fmt: skip
+        if same is None:
+            out.append(region)
+        else:
+            first = out[same]
+            change = first.change if first.change == region.change else _TOGETHER[(first.change, region.change)]
+            out[same] = replace(union(first, region), change=change)
+    return tuple(out)

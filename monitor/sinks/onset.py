@@ -27,9 +27,9 @@ from dataclasses import replace
 
 import structlog
 
-from monitor.detect.objects import MIN_COVER, ObjectDetector, region_roi
+from monitor.detect.objects import ObjectDetector, one_per_object
 from monitor.order.events import region_out
-from monitor.records import ChangeCandidate, ChangeStart, Region, iso_utc, overlap
+from monitor.records import ChangeCandidate, ChangeStart, Region, iso_utc
 from monitor.sinks.alerts import AlertRules
 from pipelines.phrases import sentence
 
@@ -164,29 +164,11 @@ class OnsetAlerts:
     def _labelled(self, view: ChangeStart) -> tuple[Region, ...]:
         if self.detector is None:
             return view.regions
-        # One thing can change two areas (where a person stood, and where they are now), and
-        # each area's crop then shows a part of it: two areas with the same label are one
-        # region when one object, in a crop around both, covers both.
-        out: list[Region] = []
+        labelled = []
         for region in view.regions:
             found = self.detector.covering(view.frame, region)
-            if found is None:
-                out.append(region)
-                continue
-            labelled = replace(region, label=found.label)
-            same = next((i for i, r in enumerate(out) if r.label == found.label and self._one(view, r, labelled)), None)
-            if same is None:
-                out.append(labelled)
-            else:
-                out[same] = union(out[same], labelled)
-        return tuple(out)
-
-    def _one(self, view: ChangeStart, a: Region, b: Region) -> bool:
-        both = region_roi(view.frame, union(a, b))
-        return any(
-            det.label == a.label and overlap(a, det)[0] >= MIN_COVER and overlap(b, det)[0] >= MIN_COVER
-            for det in self.detector.objects(view.frame, both)
-        )
+            labelled.append(replace(region, label=found.label) if found is not None else region)
+        return one_per_object(self.detector, labelled, lambda _region: view.frame)
 
     def _send(self, rule: str, fields: list[str], body: str) -> None:
         if self.redis is not None:
@@ -198,13 +180,6 @@ class OnsetAlerts:
                     log.warning("onset_alert_undelivered", rule=rule, total=self.undelivered, note="Redis is down")
         if self.mqtt is not None and self.mqtt.publish_live(rule, body):
             self.sent += 1
-
-
-def union(a: Region, b: Region) -> Region:
-    """One region over both boxes (the first's label and verdict), their areas added."""
-    x0, y0 = min(a.x, b.x), min(a.y, b.y)
-    x1, y1 = max(a.x + a.w, b.x + b.w), max(a.y + a.h, b.y + b.h)
-    return replace(a, x=x0, y=y0, w=x1 - x0, h=y1 - y0, area_fraction=a.area_fraction + b.area_fraction)
 
 
 # -- payloads: the JSON body (MQTT, and `json` in Redis) and the Redis entry's fields --------------
