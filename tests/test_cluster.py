@@ -338,3 +338,22 @@ def test_a_full_stream_makes_the_gate_coalesce_and_counts_it(tmp_path: Path) -> 
     coalesced = int(summary.split("coalesced=")[1].split()[0])
     assert coalesced > 0 and len(events) == 12 - coalesced, (coalesced, len(events))
     assert {e["describer"] for e in events} == {"embedded-fallback"}
+
+
+def test_a_reload_updates_the_cameras_a_gate_lists(tmp_path: Path) -> None:
+    """<prefix>:cameras (what the workers deal out) follows the gate's cameras across a SIGHUP."""
+    rds = LocalRedisServer(tmp_path / "redis").start()
+    client = rds.client()
+    try:
+        clip = str(need_video("car-detection.mp4"))
+        cameras = [{"id": "aisle", "source": clip, "realtime": True}, {"id": "dock", "source": clip, "realtime": True}]
+        config = write_config(tmp_path / "gate.yaml", tmp_path, rds.url, cameras)
+        g = gate(config, tmp_path / "gate.log")
+        wait_for(lambda: client.hget("monitor:cameras", "gate-a") == '["aisle", "dock"]', timeout=30, every=0.05)
+        config.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "cameras": cameras[:1]}))
+        g.send_signal(signal.SIGHUP)
+        wait_for(lambda: client.hget("monitor:cameras", "gate-a") == '["aisle"]', timeout=30, every=0.05)
+        gate_log = stop(g, tmp_path / "gate.log")
+        assert "config_reloaded" in gate_log
+    finally:
+        rds.stop()

@@ -13,8 +13,8 @@ there the log files, captures, Redis and MQTT exactly as in the single-process d
   `embedded-fallback`; a late result for it is dropped. So is any second result of one seq.
 - **Nothing lost**: a candidate leaves the stream (XDEL) only once its event is written, so
   a gate that dies meanwhile finds it again at its next start (`start`), and writes it then.
-- **Its cameras** are listed in `<prefix>:cameras` (field: the node), at the start and when a
-  reload adds one: the workers deal them out among themselves (`cluster.affinity`).
+- **Its cameras** are listed in `<prefix>:cameras` (field: the node), at the start and at
+  every reload: the workers deal them out among themselves (`cluster.affinity`).
 - Health events take their seq here too; they go into the stream (as a record) and straight
   to the orderer behind the camera's earlier changes.
 """
@@ -125,6 +125,15 @@ class RemoteDescribing:
     def _list_cameras(self) -> None:
         """This node's cameras in <prefix>:cameras: the workers deal them out (camera affinity)."""
         self.client.hset(self.k_cameras, self.node, json.dumps(sorted(self._listed)))
+
+    def set_cameras(self, cameras: list[str]) -> None:
+        """A reload changed the cameras: the list in <prefix>:cameras follows (a removed one no
+        longer counts when the workers deal the cameras out)."""
+        self._listed = set(cameras)
+        try:
+            self._list_cameras()
+        except _ERRORS as exc:
+            self._went_down(exc)
 
     def _scan(self, key: str):
         start = "-"

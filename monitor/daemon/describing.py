@@ -50,6 +50,10 @@ class DescribeStage(Protocol):
 
     def written(self, events: list[ChangeEvent]) -> None: ...
 
+    def set_cameras(self, cameras: list[str]) -> None:
+        """A reload changed the cameras (the loop's thread)."""
+        ...
+
 
 class LocalDescribing:
     undescribed = 0
@@ -101,4 +105,7 @@ class LocalDescribing:
         return 0
 
     def written(self, events: list[ChangeEvent]) -> None:
+        return None
+
+    def set_cameras(self, cameras: list[str]) -> None:
         return None

@@ -341,6 +341,7 @@ class Monitor:
                 self._start_reader(run)
         if self.writer.mqtt is not None:  # Home Assistant learns the cameras added and removed
             self.writer.mqtt.set_cameras([run.camera.id for run in fresh])
+        self.stage.set_cameras([run.camera.id for run in fresh])  # the gate role lists them in Redis
         log.info(
             "config_reloaded",
             added=",".join(added) or "-",
