@@ -82,3 +82,33 @@ def test_masked_region_is_ignored(tmp_path):
     others = [t for t in outside if t["id"] != hidden["id"]]
     matched, _ = match_events([(t["kind"], t["t_start"], t["t"]) for t in others], events)
     assert None not in matched and others
+
+
+def test_a_standing_thing_that_fills_part_of_its_own_outline_is_no_new_arrival() -> None:
+    """The gate's region finder on real arrays: a person-sized ring arrives (one region, it
+    appeared); then part of the hole inside its outline fills (a standing person turning or
+    raising an arm: where the empty scene showed, it no longer does). That is no new event; a
+    thing appearing beside it still is."""
+    import numpy as np
+
+    from monitor.config import GateConfig
+    from monitor.gate.imaging import Exposure
+    from monitor.gate.regions import RegionFinder
+
+    empty = np.full((120, 160), 100, np.uint8)
+    finder = RegionFinder(empty, np.ones_like(empty, bool), GateConfig(), 2.0)
+
+    def change(before: np.ndarray, after: np.ndarray, now: float):
+        changed = np.abs(after.astype(int) - before.astype(int)) > 25
+        return finder.regions(before, after, changed, False, Exposure(), now=now)
+
+    ring = empty.copy()
+    ring[10:110, 50:110] = 200
+    ring[30:70, 65:95] = 100  # the hole shows the empty scene
+    assert [r.change for r in change(empty, ring, 5.0)] == ["appeared"]
+    arm = ring.copy()
+    arm[35:65, 70:90] = 200
+    assert change(ring, arm, 10.0) == []
+    beside = arm.copy()
+    beside[80:110, 120:150] = 180
+    assert [r.change for r in change(arm, beside, 15.0)] == ["appeared"]

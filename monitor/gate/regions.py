@@ -214,11 +214,13 @@ class RegionFinder:
         return out
 
     def _fidget(self, comps, kinds: list[str], transient: bool) -> bool:
-        """Every region lies inside a thing already there and only changed or shifted (a
-        standing person shifting weight, waving an arm): not a new event."""
+        """Every region lies inside a thing already there and only changed, shifted or now
+        differs from the empty scene where it did not (a standing person shifting weight,
+        turning, raising an arm): not a new event. (Something a standing person puts down
+        inside their own outline is found when they leave: `_left_behind`.)"""
         for (box, _, _), kind in zip(comps, kinds):
             inside = any(_contained(box, p) >= 0.6 for p in self.present)
-            if not inside or not (transient or kind in ("changed", "moved")):
+            if not inside or not (transient or kind in ("changed", "moved", "appeared")):
                 return False
         return bool(comps)
 
